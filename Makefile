@@ -1,0 +1,91 @@
+# pytorch-cuda: every target is a thin call into the project's Python CLIs (python -m images, verify).
+# `make` or `make help` lists them. Variables: TAG, FLAVOR, REGISTRY, CA_BUNDLE, PYTHON.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    ?= .venv
+PYTHON  ?= $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || echo python3)
+TAG     ?= v2.8
+FLAVOR  ?= runtime
+REGISTRY ?=
+CA_BUNDLE ?=
+BUILD_ARGS ?=
+PYTEST_ARGS ?=
+IMAGES  := $(PYTHON) -m images
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || (command -v docker-compose >/dev/null 2>&1 && echo docker-compose))
+
+ca_flag = $(if $(CA_BUNDLE),--extra-ca-cert $(CA_BUNDLE),)
+
+.PHONY: help
+help: ## list the targets
+	@echo "pytorch-cuda: build, run and verify GPU deep-learning images"
+	@echo
+	@echo "usage: make TARGET [TAG=v2.8] [FLAVOR=runtime|devel] [REGISTRY=ghcr.io/you] [CA_BUNDLE=file.pem]"
+	@echo
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: dev
+dev: ## create .venv with the project, its test tools and a CPU torch (for make test)
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q 'torch==2.13.0'
+	$(VENV)/bin/pip install -q -e '.[dev,harness]'
+
+.PHONY: pins
+pins: ## read CUDA/cuDNN/NCCL pins from each line's torch wheel into images/pins.toml
+	$(IMAGES) pins
+
+.PHONY: pins-check
+pins-check: ## fail when images/pins.toml and the torch wheels disagree
+	$(IMAGES) pins-check
+
+.PHONY: dockerfiles
+dockerfiles: ## render images/<tag>/Dockerfile(s) and the README matrix table from the matrix
+	$(IMAGES) dockerfiles
+	$(IMAGES) readme
+
+.PHONY: build
+build: ## build pytorch-cuda:TAG (FLAVOR) with the Docker Engine API
+	$(IMAGES) build --tag $(TAG) --flavor $(FLAVOR) $(ca_flag) $(BUILD_ARGS)
+
+.PHONY: verify
+verify: ## run `verify run` inside pytorch-cuda:TAG; report in reports/TAG/
+	$(IMAGES) verify --tag $(TAG) --flavor $(FLAVOR)
+
+.PHONY: push
+push: ## push the short and full tags of TAG to REGISTRY
+	@test -n "$(REGISTRY)" || { echo "error: REGISTRY is empty; fix: make push TAG=$(TAG) REGISTRY=ghcr.io/you"; exit 2; }
+	$(IMAGES) push --tag $(TAG) --flavor $(FLAVOR) --registry $(REGISTRY)
+
+.PHONY: up
+up: ## docker compose up -d (jupyter + ssh) as your UID/GID
+	@test -n "$(COMPOSE)" || { echo "error: neither 'docker compose' nor 'docker-compose' found; fix: install Docker Compose v2"; exit 2; }
+	HOST_UID=$$(id -u) HOST_GID=$$(id -g) $(COMPOSE) up -d
+
+.PHONY: down
+down: ## docker compose down (named volumes are kept)
+	@test -n "$(COMPOSE)" || { echo "error: neither 'docker compose' nor 'docker-compose' found; fix: install Docker Compose v2"; exit 2; }
+	$(COMPOSE) down
+
+.PHONY: test
+test: ## the whole test suite but GPU tests (needs a Docker engine: see .ci/run)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: ## fast tests only: no engine, no image builds
+	$(PYTHON) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+.PHONY: test-engine
+test-engine: ## engine tests only (real dockerd, builds the v2.8 image once)
+	$(PYTHON) -m pytest tests/engine $(PYTEST_ARGS)
+
+.PHONY: test-gpu
+test-gpu: ## GPU tests (run on a GPU host)
+	$(PYTHON) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: ## ruff check + format check, hadolint on every Dockerfile, actionlint on workflows
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m images lint

@@ -1,0 +1,9 @@
+"""Stub: replaced by the module's real implementation."""
+
+from images._pending import add_pending
+
+
+def add_parsers(sub) -> None:
+    add_pending(sub, "build", 3)
+    add_pending(sub, "push", 3)
+    add_pending(sub, "verify", 3)

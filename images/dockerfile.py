@@ -1,0 +1,7 @@
+"""Stub: replaced by the module's real implementation."""
+
+from images._pending import add_pending
+
+
+def add_parsers(sub) -> None:
+    add_pending(sub, "dockerfiles", 2)

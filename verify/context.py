@@ -1,0 +1,37 @@
+"""What every check is told about the run (passed to the check's process as JSON).
+
+CONTRACT: Context(quick=False, timeout_s=None, manifest_path=DEFAULT_MANIFEST, options={})
+    quick: short benchmarks (fewer steps/sizes) for CI and smoke runs
+    manifest_path: the image's pin manifest, written by the image build; absent on a bare host
+    options: per-check knobs, e.g. {"bert": {"size": "base", "seq": 128, "batch": 64}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MANIFEST = Path("/etc/pytorch-cuda/manifest.json")
+
+
+@dataclass
+class Context:
+    quick: bool = False
+    timeout_s: float | None = None
+    manifest_path: Path = DEFAULT_MANIFEST
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["manifest_path"] = str(self.manifest_path)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Context:
+        return cls(
+            quick=bool(data.get("quick", False)),
+            timeout_s=data.get("timeout_s"),
+            manifest_path=Path(data.get("manifest_path", DEFAULT_MANIFEST)),
+            options=dict(data.get("options", {})),
+        )
