@@ -120,14 +120,14 @@ class ImageLine:
     def full_tag(self, flavor: str) -> str:
         """In the style of the official images: `2.8.0-cuda12.8-cudnn9-py3.13-runtime`."""
         self._check_flavor(flavor)
-        pins = self._require_pins()
+        pins = self.require_pins()
         cudnn_major = pins.cudnn.split(".")[0]
         return f"{self.torch}-cuda{pins.cuda}-cudnn{cudnn_major}-py{self.python}-{flavor}"
 
     # --- what goes into the image ---------------------------------------------------------------------
     def labels(self, flavor: str) -> dict[str, str]:
         """OCI labels plus one label per pin, so `docker inspect` tells what an image holds."""
-        pins = self._require_pins()
+        pins = self.require_pins()
         full = self.full_tag(flavor)
         labels = {
             "org.opencontainers.image.title": IMAGE_NAME,
@@ -157,7 +157,7 @@ class ImageLine:
 
     def manifest(self, flavor: str) -> dict[str, Any]:
         """The promise `verify` checks the installed stack against (/etc/pytorch-cuda/manifest.json)."""
-        pins = self._require_pins()
+        pins = self.require_pins()
         return {
             "schema": MANIFEST_SCHEMA,
             "image": IMAGE_NAME,
@@ -183,7 +183,8 @@ class ImageLine:
                 f"fix: pick one of them (or add it to flavors in {MATRIX_PATH.name})"
             )
 
-    def _require_pins(self) -> Pins:
+    def require_pins(self) -> Pins:
+        """The pins, or a MatrixError saying to run `make pins` (for code that needs CUDA versions)."""
         if self.pins is None:
             raise MatrixError(f"{self.tag}: no pins recorded for torch {self.torch}; fix: make pins")
         return self.pins

@@ -1,7 +1,102 @@
-"""Stub: replaced by the module's real implementation."""
+"""`readme`: the README's matrix table, generated from matrix.toml and pins.toml (never edited by hand).
 
-from images._pending import add_pending
+Only the text between `<!-- section:matrix -->` and `<!-- /section:matrix -->` is rewritten; `--check` exits 1
+when that text is not what the matrix renders to, so a stale table fails the tests and CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from images.matrix import MATRIX_PATH, PINS_PATH, Matrix, load_matrix
+from images.pins import write_atomically
+
+README_PATH = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN = "<!-- section:matrix -->"
+END = "<!-- /section:matrix -->"
+COLUMNS = ("tag", "torch", "python", "CUDA", "cuDNN", "NCCL", "transformers", "flavors", "full tag")
+
+
+class ReadmeError(RuntimeError):
+    """The README has no place for the table (exit 2: fix the file, then rerun)."""
+
+
+def render_section(matrix: Matrix) -> str:
+    """The section's body: heading, one sentence, the table."""
+    rows = [
+        "## The matrix",
+        "",
+        "One image per line and flavor: `pytorch-cuda:<tag>` (runtime), `pytorch-cuda:<tag>-devel`,",
+        "and the full tags. CUDA, cuDNN and NCCL are the versions each torch wheel itself pins.",
+        "This table is generated from `images/matrix.toml` and `images/pins.toml` by `make dockerfiles`;",
+        "do not edit it by hand.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    for line in matrix.lines:
+        pins = line.require_pins()
+        cells = (
+            f"`{line.tag}`",
+            line.torch,
+            line.python,
+            pins.cuda,
+            pins.cudnn,
+            pins.nccl,
+            line.packages.get("transformers", "—"),
+            ", ".join(line.flavors),
+            " ".join(f"`{line.full_tag(f)}`" for f in line.flavors),
+        )
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def splice(readme_text: str, body: str, *, path: Path = README_PATH) -> str:
+    """The README with the section's body replaced (markers kept, everything else untouched)."""
+    start, end = readme_text.find(BEGIN), readme_text.find(END)
+    if start < 0 or end < 0 or end < start:
+        raise ReadmeError(
+            f"{path}: no {BEGIN} ... {END} markers (in that order); fix: put them where the table belongs"
+        )
+    return readme_text[: start + len(BEGIN)] + "\n" + body + "\n" + readme_text[end:]
 
 
 def add_parsers(sub) -> None:
-    add_pending(sub, "readme", 2)
+    p = sub.add_parser(
+        "readme",
+        help="render the matrix table into README.md (--check: exit 1 when it is stale)",
+        description="Render the matrix as a Markdown table between the README's section:matrix markers.",
+    )
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 when the table is stale")
+    p.add_argument("--readme", type=Path, default=README_PATH, help="README file (default: %(default)s)")
+    p.add_argument("--matrix", type=Path, default=MATRIX_PATH, help="matrix file (default: %(default)s)")
+    p.add_argument("--pins", type=Path, default=PINS_PATH, help="pins file (default: %(default)s)")
+    p.set_defaults(func=_cmd_readme)
+
+
+def _cmd_readme(args: argparse.Namespace) -> int:
+    matrix = load_matrix(args.matrix, args.pins)
+    try:
+        current = args.readme.read_text(encoding="utf-8")
+        wanted = splice(current, render_section(matrix), path=args.readme)
+    except (OSError, ReadmeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        if current != wanted:
+            print(
+                f"{args.readme}: the matrix table is stale (it differs from {args.matrix.name}); "
+                f"fix: make dockerfiles (or python -m images readme)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{args.readme}: the matrix table is current")
+        return 0
+    if current != wanted:
+        write_atomically(args.readme, wanted)
+        print(f"wrote the matrix table into {args.readme}")
+    else:
+        print(f"{args.readme}: the matrix table is already current")
+    return 0
