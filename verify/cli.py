@@ -1,0 +1,279 @@
+"""`verify`: is this GPU stack right, and is it fast, here? (console script; also `python -m verify`)
+
+This module only parses arguments, wires the runner to the terminal and writes the reports.
+Exit codes: 0 every check passed (SKIP and WARN allowed), 1 a check failed, 2 a usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from verify import report as rep
+from verify.checks import CHECK_MODULES
+from verify.context import DEFAULT_MANIFEST, Context
+from verify.result import Result
+from verify.runner import CheckSpec, read_specs, run_checks
+
+DEFAULT_JSON = Path("verify-report.json")
+
+EXAMPLES = """\
+examples:
+  verify run                               # every check; table on the terminal, JSON in ./verify-report.json
+  verify run --quick                       # short benchmarks (CI, smoke tests)
+  verify run --only env,driver             # just these checks
+  verify run --skip bert --timeout 120     # all but bert; kill any check still running after 120 s
+  verify run --json out/report.json --junit out/junit.xml
+  verify run --manifest ./manifest.json    # compare versions with this image manifest
+  verify list                              # the checks, one line each
+  verify bench bert --help                 # the BERT training benchmark and its options
+
+exit codes: 0 all passed (SKIP and WARN allowed), 1 a check failed, 2 usage error, 130 interrupted
+"""
+
+
+class UsageError(Exception):
+    """Bad input that argparse cannot see (a path we cannot write); exit 2."""
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the checks and write the report",
+        description="Run the checks, each in its own process with its own timeout, and write the report.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "--only",
+        type=_names,
+        action="extend",
+        default=[],
+        metavar="A,B",
+        help="run only these checks (comma-separated; see `verify list`)",
+    )
+    run.add_argument(
+        "--skip", type=_names, action="extend", default=[], metavar="A,B", help="do not run these checks"
+    )
+    run.add_argument(
+        "--json",
+        type=Path,
+        metavar="FILE",
+        help=f"write the JSON report here (default: ./{DEFAULT_JSON}; always written)",
+    )
+    run.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML for CI test publishers")
+    run.add_argument("--quick", action="store_true", help="short benchmarks: fewer steps and sizes")
+    run.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="S",
+        help="per-check timeout in seconds, replacing each check's default",
+    )
+    run.add_argument(
+        "--manifest",
+        type=Path,
+        metavar="PATH",
+        help=f"image manifest to compare with (default: {DEFAULT_MANIFEST} if present)",
+    )
+    run.set_defaults(func=cmd_run)
+
+
+def _add_bench(sub: argparse._SubParsersAction, load: bool) -> None:
+    """`verify bench bert` lives in verify.bench (it imports torch), so it is loaded only for `bench`."""
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks (bert: a BERT training step)",
+        description="Training throughput on this host.",
+    )
+    kinds = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    bert = kinds.add_parser(
+        "bert",
+        help="BERT training step: samples/s, tokens/s, TFLOP/s, MFU",
+        description="Time a BERT training step: forward, backward, optimizer.",
+    )
+    bert.set_defaults(func=cmd_bench)
+    if not load:
+        return
+    try:
+        from verify import bench as bench_module  # heavy: only for `verify bench`
+    except Exception as exc:  # a missing or broken bench must not break the rest of the CLI
+        bert.set_defaults(bench_error=f"{type(exc).__name__}: {exc}")
+        return
+    bench_module.add_bench_arguments(bert)
+    bert.set_defaults(bench_run=bench_module.run_bench)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="verify",
+        description="Check a PyTorch + CUDA stack on this host: versions, driver, GPUs, NCCL, AMP, BERT.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {rep.tool_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run(sub)
+    sub.add_parser("list", help="list the checks, one line each").set_defaults(func=cmd_list)
+    _add_bench(sub, load=bool(argv) and argv[0] == "bench")
+    return parser
+
+
+def select(specs: Sequence[CheckSpec], only: Sequence[str], skip: Sequence[str]) -> list[CheckSpec]:
+    """Apply --only then --skip; an unknown name is a UsageError that lists the valid ones."""
+    valid = [spec.name for spec in specs]
+    for flag, names in (("--only", only), ("--skip", skip)):
+        unknown = [name for name in names if name not in valid]
+        if unknown:
+            names = ", ".join(repr(n) for n in unknown)
+            raise UsageError(f"{flag}: unknown check {names}; valid names: {', '.join(valid)}")
+    chosen = [spec for spec in specs if (not only or spec.name in only) and spec.name not in skip]
+    if not chosen:
+        raise UsageError(f"--only/--skip leave no check to run; valid names: {', '.join(valid)}")
+    return chosen
+
+
+def ensure_writable(path: Path, flag: str) -> Path:
+    """Fail before any check runs when a report could not be written (exit 2, not a lost report)."""
+    path = path.expanduser()
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; fix: give a file name, e.g. {path / 'report'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".verify-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{flag} {path}: cannot write there ({exc.strerror or exc}); fix: choose a writable path"
+        ) from None
+    return path
+
+
+def _default_json() -> Path:
+    """./verify-report.json, or the temp dir when the working directory is read-only."""
+    try:
+        return ensure_writable(DEFAULT_JSON, "--json")
+    except UsageError:
+        return Path(tempfile.gettempdir()) / f"verify-report-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+
+
+class RichProgress:
+    """A spinner for the running check, then one line per finished check."""
+
+    def __init__(self, console: Console, total: int) -> None:
+        self.console = console
+        self.total = total
+        self.done = 0
+        self._status: Any = None
+
+    def started(self, spec: CheckSpec, timeout_s: float) -> None:
+        step = f"[{self.done + 1}/{self.total}]"
+        self._status = self.console.status(
+            f"{step} [bold]{spec.name}[/bold]: {spec.description} (timeout {timeout_s:g} s)"
+        )
+        self._status.start()
+
+    def finished(self, result: Result) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+        self.done += 1
+        line = rep.status_text(result.status)
+        line.append(f"  {result.name:<7} {result.duration_s:6.1f} s  ", style="default")
+        line.append(result.summary, style="default")
+        self.console.print(line, overflow="fold")
+
+
+def cmd_list(_args: argparse.Namespace, modules: Sequence[str]) -> int:
+    specs = read_specs(modules)
+    width = max(len(spec.name) for spec in specs)
+    for spec in specs:
+        print(f"{spec.name:<{width}}  {spec.description}  (timeout {spec.default_timeout_s:g} s)")
+    return rep.EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace, _modules: Sequence[str]) -> int:
+    error = getattr(args, "bench_error", None)
+    if error:
+        print(f"error: `verify bench` is unavailable here: {error}", file=sys.stderr)
+        return rep.EXIT_FAILED
+    return int(args.bench_run(args) or 0)
+
+
+def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
+    specs = select(read_specs(modules), args.only, args.skip)
+    if args.manifest is not None and not args.manifest.is_file():
+        raise UsageError(f"--manifest {args.manifest}: no such file; fix: give the image's manifest.json")
+    json_path = ensure_writable(args.json, "--json") if args.json else _default_json()
+    junit_path = ensure_writable(args.junit, "--junit") if args.junit else None
+    manifest = args.manifest or DEFAULT_MANIFEST
+    ctx = Context(quick=args.quick, timeout_s=args.timeout, manifest_path=manifest)
+
+    console = Console()
+    started_at = dt.datetime.now(dt.UTC)
+    start = time.monotonic()
+    outcome = run_checks(specs, ctx, args.timeout, RichProgress(console, len(specs)))
+    report = rep.build_report(
+        outcome.results,
+        started_at=started_at,
+        duration_s=time.monotonic() - start,
+        manifest_path=manifest,
+        options={
+            "quick": args.quick,
+            "timeout_s": args.timeout,
+            "only": args.only,
+            "skip": args.skip,
+            "checks": [spec.name for spec in specs],
+        },
+        interrupted=outcome.interrupted,
+    )
+    rep.write_json(report, json_path)
+    if junit_path:
+        rep.write_junit(report, junit_path)
+    console.print()
+    console.print(rep.results_table(outcome.results))
+    rep.print_summary(console, report)
+    if junit_path:
+        console.print(f"JUnit XML: {junit_path}", highlight=False)
+    console.print(f"JSON report: {json_path.resolve()}", highlight=False, soft_wrap=True)
+    return int(report["exit_code"])
+
+
+def main(argv: Sequence[str] | None = None, check_modules: Sequence[str] = CHECK_MODULES) -> int:
+    """Entry point. `check_modules` lets tests run the real CLI on their own check modules."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args, check_modules)
+    except UsageError as exc:
+        parser.exit(rep.EXIT_USAGE, f"verify: error: {exc}\n")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return rep.EXIT_INTERRUPTED
+    return rep.EXIT_USAGE  # not reached: parser.exit raises SystemExit
+
+
+if __name__ == "__main__":
+    sys.exit(main())
