@@ -1,0 +1,275 @@
+"""All-reduce workers and their launcher, shared by the nccl check and the device scripts.
+
+Bandwidth is reported as nccl-tests defines it (nccl-tests doc/PERFORMANCE.md, "Bandwidth"):
+    algbw = S / t                      S: bytes of the buffer being reduced, t: mean time of one operation
+    busbw = algbw * 2 * (n - 1) / n    for all_reduce over n ranks (a ring sends and receives 2(n-1)/n of S)
+so busbw is 0 for one rank by definition, and algbw is the figure to read there. Like nccl-tests we take the
+mean over the timed iterations; across ranks we report the slowest rank's time.
+
+A worker is one process per rank, started with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR, MASTER_PORT) and the env:// rendezvous. `launch_local` starts them on this host; under torchrun
+the check process itself is the rank (`run_worker` in-process). A hang is bounded twice: a per-operation
+timeout given to init_process_group, and the launcher's wall-clock deadline, after which it kills the
+workers' process groups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+MiB = 1 << 20
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def busbw_factor(nranks: int) -> float:
+    """nccl-tests' all_reduce bus-bandwidth factor 2(n-1)/n."""
+    if nranks < 1:
+        raise ValueError(f"nranks must be >= 1, got {nranks}")
+    return 2.0 * (nranks - 1) / nranks
+
+
+def algbw_gbps(nbytes: int, seconds: float) -> float:
+    """nccl-tests' algorithm bandwidth in GB/s (1e9 bytes/s)."""
+    return nbytes / seconds / 1e9
+
+
+def size_label(nbytes: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1 << 10)):
+        if nbytes >= scale and nbytes % scale == 0:
+            return f"{nbytes // scale}{unit}"
+    return f"{nbytes}B"
+
+
+@dataclass
+class CollectiveConfig:
+    backend: str  # "nccl" or "gloo"
+    check_numels: list[int]  # float32 element counts for exact-sum checks
+    bw_bytes: list[int]  # buffer sizes for algbw/busbw
+    warmup: int = 5
+    iters: int = 20
+    op_timeout_s: float = 60.0
+
+    @classmethod
+    def for_backend(cls, backend: str, quick: bool) -> CollectiveConfig:
+        if backend == "nccl":
+            top = 64 * MiB if quick else 1024 * MiB
+            sizes = [s for s in (MiB, 4 * MiB, 16 * MiB, 64 * MiB, 256 * MiB, 1024 * MiB) if s <= top]
+            return cls(
+                "nccl", [1, 1000, (MiB // 4) + 1, 16 * MiB], sizes, warmup=5, iters=10 if quick else 20
+            )
+        return cls("gloo", [1, 1000, (MiB // 4) + 1], [MiB, 4 * MiB], warmup=2, iters=5)
+
+
+@dataclass
+class RankResult:
+    rank: int
+    world_size: int
+    device: str
+    sums_ok: bool  # every rank's sums at every size were exact
+    wrong: list[str] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+def _pattern(numel: int, device: Any) -> Any:
+    """1..997 repeating: with rank-scaled copies the exact sum stays an integer < 2^24 up to 64 ranks."""
+    import torch
+
+    return (torch.arange(numel, device=device, dtype=torch.int64) % 997 + 1).to(torch.float32)
+
+
+def run_worker(cfg: CollectiveConfig) -> RankResult:
+    """One rank: init the process group from torchrun's variables, check exact sums, time all_reduce."""
+    import torch
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if cfg.backend == "nccl":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        # device_id makes NCCL create its communicator now, so a single GPU still initialises NCCL.
+        dist.init_process_group(
+            "nccl", timeout=timedelta(seconds=cfg.op_timeout_s), device_id=device, init_method="env://"
+        )
+    else:
+        device = torch.device("cpu")
+        dist.init_process_group("gloo", timeout=timedelta(seconds=cfg.op_timeout_s), init_method="env://")
+    result = RankResult(rank, world, str(device), sums_ok=True)
+    try:
+        for numel in cfg.check_numels:
+            base = _pattern(numel, device)
+            x = base * (rank + 1)
+            dist.all_reduce(x)
+            expected = base * (world * (world + 1) // 2)
+            if not torch.equal(x, expected):
+                bad = int((x != expected).sum())
+                result.wrong.append(f"{numel} floats: {bad} wrong on rank {rank}")
+        flag = torch.tensor([0 if result.wrong else 1], dtype=torch.int32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        result.sums_ok = bool(flag.item())
+        for nbytes in cfg.bw_bytes:
+            result.rows.append(_time_all_reduce(nbytes, cfg, world, device))
+    finally:
+        dist.destroy_process_group()
+    return result
+
+
+def _time_all_reduce(nbytes: int, cfg: CollectiveConfig, world: int, device: Any) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    # 1/world everywhere: the sum is 1, so repeated in-place reductions stay finite and non-zero.
+    buf = torch.full((nbytes // 4,), 1.0 / world, dtype=torch.float32, device=device)
+    for _ in range(cfg.warmup):
+        dist.all_reduce(buf)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        dist.barrier()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(cfg.iters):
+            dist.all_reduce(buf)
+        end.record()
+        end.synchronize()
+        seconds = start.elapsed_time(end) / 1e3 / cfg.iters
+    else:
+        dist.barrier()
+        t0 = time.perf_counter()
+        for _ in range(cfg.iters):
+            dist.all_reduce(buf)
+        seconds = (time.perf_counter() - t0) / cfg.iters
+    slowest = torch.tensor([seconds], dtype=torch.float64, device=device)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    t = float(slowest.item())
+    algbw = algbw_gbps(nbytes, t)
+    return {
+        "bytes": nbytes,
+        "size": size_label(nbytes),
+        "time_us": round(t * 1e6, 2),
+        "algbw_GBps": round(algbw, 2),
+        "busbw_GBps": round(algbw * busbw_factor(world), 2),
+        "iters": cfg.iters,
+    }
+
+
+# ---- launcher ---------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LaunchOutcome:
+    results: list[RankResult]
+    timed_out: bool
+    returncodes: dict[int, int | None]
+    stderr_tails: dict[int, str]
+    wall_s: float
+
+
+def launch_local(
+    cfg: CollectiveConfig, nprocs: int, timeout_s: float, start_ranks: list[int] | None = None
+) -> LaunchOutcome:
+    """Start nprocs worker processes on this host (each its own process group) and wait for them.
+
+    start_ranks starts only some ranks (the others never join): tests use it to produce a real hang.
+    At the deadline every worker's process group is killed and timed_out is set.
+    """
+    ranks = list(range(nprocs)) if start_ranks is None else start_ranks
+    port = free_port()
+    pkg_root = str(Path(__file__).resolve().parent.parent)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="verify-nccl-") as tmp:
+        tmpdir = Path(tmp)
+        procs: dict[int, subprocess.Popen] = {}
+        logs: dict[int, Any] = {}
+        for r in ranks:
+            env = dict(os.environ)
+            env.update(
+                RANK=str(r),
+                WORLD_SIZE=str(nprocs),
+                LOCAL_RANK=str(r),
+                LOCAL_WORLD_SIZE=str(nprocs),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+                PYTHONPATH=os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p),
+            )
+            logs[r] = (tmpdir / f"rank{r}.err").open("wb")
+            procs[r] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "verify.distributed",
+                    json.dumps(asdict(cfg)),
+                    str(tmpdir / f"rank{r}.json"),
+                ],
+                env=env,
+                stdout=logs[r],
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = t0 + timeout_s
+        timed_out = False
+        while any(p.poll() is None for p in procs.values()):
+            if time.monotonic() > deadline:
+                timed_out = True
+                for p in procs.values():
+                    if p.poll() is None:
+                        os.killpg(p.pid, signal.SIGKILL)
+                for p in procs.values():
+                    p.wait()
+                break
+            time.sleep(0.05)
+        for f in logs.values():
+            f.close()
+        results = []
+        for r in ranks:
+            path = tmpdir / f"rank{r}.json"
+            if path.exists():
+                results.append(RankResult(**json.loads(path.read_text())))
+        tails = {r: (tmpdir / f"rank{r}.err").read_text(errors="replace")[-2000:] for r in ranks}
+    return LaunchOutcome(
+        results=results,
+        timed_out=timed_out,
+        returncodes={r: p.returncode for r, p in procs.items()},
+        stderr_tails=tails,
+        wall_s=time.monotonic() - t0,
+    )
+
+
+def torchrun_env() -> bool:
+    """True when this process is one rank of a torchrun (or similar env://) job it should join."""
+    return all(v in os.environ for v in TORCHRUN_VARS[:2]) and all(v in os.environ for v in TORCHRUN_VARS[3:])
+
+
+def _main(argv: list[str]) -> int:
+    cfg = CollectiveConfig(**json.loads(argv[0]))
+    out = Path(argv[1])
+    try:
+        result = run_worker(cfg)
+    except Exception as exc:  # reported through the result file; the launcher turns it into a FAIL
+        result = RankResult(int(os.environ.get("RANK", -1)), int(os.environ.get("WORLD_SIZE", 0)), "", False)
+        result.error = f"{type(exc).__name__}: {exc}"
+        out.write_text(json.dumps(asdict(result)))
+        return 1
+    out.write_text(json.dumps(asdict(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
