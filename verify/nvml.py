@@ -1,0 +1,96 @@
+"""Thin NVML access (nvidia-ml-py, `import pynvml`) for the checks that ask the driver about GPUs.
+
+Two things it adds to pynvml: a session that says WHY NVML is unavailable (no library, no driver, no package),
+and `Probe`, which records a query a GPU does not support as the value "not supported" (many queries are
+unsupported on some boards, under MIG or in VMs; that is a fact to report, never a failure), while a real
+error is kept per field so the check can judge it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+NOT_SUPPORTED = "not supported"
+PROC_DRIVER_VERSION = Path("/proc/driver/nvidia/version")
+
+
+class NvmlUnavailable(Exception):
+    """NVML is unusable here; str(exc) says why, `driver_present` whether a kernel driver is loaded."""
+
+    def __init__(self, reason: str, driver_present: bool) -> None:
+        super().__init__(reason)
+        self.driver_present = driver_present
+
+
+def kernel_driver_version() -> str | None:
+    """The loaded kernel module's first line (e.g. 'NVRM version: ... 580.95.05 ...'), or None."""
+    try:
+        return PROC_DRIVER_VERSION.read_text(encoding="utf-8", errors="replace").splitlines()[0].strip()
+    except (OSError, IndexError):
+        return None
+
+
+@contextlib.contextmanager
+def session() -> Iterator[Any]:
+    """nvmlInit() ... nvmlShutdown(); yields the pynvml module. Raises NvmlUnavailable with the reason."""
+    present = kernel_driver_version() is not None
+    try:
+        import pynvml
+    except ImportError:
+        raise NvmlUnavailable("nvidia-ml-py is not installed (pip install nvidia-ml-py)", present) from None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        if isinstance(exc, pynvml.NVMLError_LibraryNotFound):
+            reason = "NVML not found"
+        elif isinstance(exc, pynvml.NVMLError_DriverNotLoaded):
+            reason = "NVML: driver not loaded"
+        else:
+            reason = f"NVML init failed: {exc}"
+        raise NvmlUnavailable(reason, present) from None
+    try:
+        yield pynvml
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
+def text(value: Any) -> Any:
+    """Old nvidia-ml-py returns bytes for names and versions; new returns str."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+class Probe:
+    """Call NVML functions by name; unsupported -> NOT_SUPPORTED, other errors -> None plus errors[field]."""
+
+    def __init__(self, nvml: Any) -> None:
+        self.nvml = nvml
+        self.errors: dict[str, str] = {}
+        self._unsupported_codes = {
+            getattr(nvml, "NVML_ERROR_NOT_SUPPORTED", 3),
+            getattr(nvml, "NVML_ERROR_FUNCTION_NOT_FOUND", 13),
+        }
+
+    def __call__(self, field: str, function: str, *args: Any) -> Any:
+        fn = getattr(self.nvml, function, None)
+        if fn is None:  # this nvidia-ml-py predates the function
+            return NOT_SUPPORTED
+        try:
+            return text(fn(*args))
+        except self.nvml.NVMLError as exc:
+            if getattr(exc, "value", None) in self._unsupported_codes:
+                return NOT_SUPPORTED
+            self.errors[field] = str(exc)
+            return None
+
+    def first(self, field: str, functions: tuple[str, ...], *args: Any) -> Any:
+        """The first of several API generations that this driver and nvidia-ml-py support."""
+        value: Any = NOT_SUPPORTED
+        for function in functions:
+            value = self(field, function, *args)
+            if value != NOT_SUPPORTED:
+                return value
+        return value
