@@ -56,6 +56,7 @@ class WheelIndex:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "pytorch-cuda-pins/1"
         self.requests_made = 0
+        self.range_bytes = 0  # bytes fetched by range requests (what the 0.9 GB wheels really cost)
         self._projects: dict[str, list[WheelFile]] = {}
 
     # --- the simple index ---------------------------------------------------------------------------
@@ -234,5 +235,6 @@ class RangeFile(io.RawIOBase):
                 f"that serves .metadata files or byte ranges"
             )
         data = resp.content
+        self.index.range_bytes += len(data)
         for i in range(0, len(data), RANGE_BLOCK):
             self._blocks[(start + i) // RANGE_BLOCK] = data[i : i + RANGE_BLOCK]
