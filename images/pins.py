@@ -27,6 +27,7 @@ from images.matrix import (
     MATRIX_PATH,
     PINS_PATH,
     ImageLine,
+    MatrixError,
     Pins,
     load_matrix,
     parse_pins,
@@ -152,11 +153,27 @@ def compute_pins(matrix_path: Path = MATRIX_PATH, *, index: WheelIndex | None = 
     index = index or WheelIndex()
     out = {}
     for line in matrix.lines:
+        _check_wheel_exists(index, line, matrix_path)
         try:
             out[line.tag] = read_line_pins(index, line)
         except (IndexError_, PinsError) as exc:
             raise PinsError(f"{line.tag} (torch {line.torch}, python {line.python}): {exc}") from None
     return out
+
+
+def _check_wheel_exists(index: WheelIndex, line: ImageLine, matrix_path: Path) -> None:
+    """A torch release or Python with no wheel is a matrix mistake (exit 2), named like the others."""
+    where = f'{matrix_path}: [lines."{line.tag}"]'
+    try:
+        index.find_wheel("torch", line.torch, line.python)
+    except IndexError_ as exc:
+        releases = index.versions("torch")
+        if line.torch not in releases:
+            raise MatrixError(
+                f"{where} torch: {line.torch!r} is not a torch release on {index.index_url}; "
+                f"fix: pick one of the newest: {', '.join(releases[-5:])}"
+            ) from None
+        raise MatrixError(f"{where} python: {line.python!r}: {exc}") from None
 
 
 # --- pins.toml -------------------------------------------------------------------------------------------

@@ -87,6 +87,11 @@ class WheelIndex:
             self._projects[name] = out
         return self._projects[name]
 
+    def versions(self, project: str) -> list[str]:
+        """Every release of `project` with a wheel on the index, oldest first."""
+        found = {parse_wheel_filename(w.filename)[1] for w in self.files(project)}
+        return [str(v) for v in sorted(found)]
+
     def find_wheel(self, project: str, version: str, python: str, platform: str = "x86_64") -> WheelFile:
         """The CPython `python` (e.g. "3.13") manylinux wheel of project==version for `platform`."""
         cp = "cp" + python.replace(".", "")

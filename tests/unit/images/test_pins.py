@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from test_matrix import MATRIX, replace  # same folder: pytest puts it on sys.path
 
 from images.matrix import MATRIX_PATH, PINS_PATH, Pins, load_matrix, parse_pins
 from images.pins import (
@@ -218,3 +219,31 @@ def test_range_reads_find_the_same_metadata_as_pep658(tmp_path: Path) -> None:
 def test_cache_dir_is_under_the_repo_and_ignored() -> None:
     assert CACHE_DIR == REPO / ".cache" / "pins"
     assert ".cache/" in (REPO / ".gitignore").read_text().splitlines()
+
+
+@pytest.mark.network
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('torch = "2.8.0"', 'torch = "2.8.99"', ["torch: '2.8.99' is not a torch release", "fix: pick one"]),
+        ('python = "3.13"', 'python = "3.99"', ["python: '3.99'", "no torch 2.8.0 wheel for CPython 3.99"]),
+    ],
+)
+def test_a_line_without_a_torch_wheel_is_a_matrix_error(
+    tmp_path: Path, old: str, new: str, expected: list[str]
+) -> None:
+    matrix = tmp_path / "matrix.toml"
+    matrix.write_text(replace(MATRIX, old, new))
+    proc = subprocess.run(
+        [sys.executable, "-m", "images", "pins", "--matrix", str(matrix), "--pins", str(tmp_path / "p.toml")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f'{matrix}: [lines."v2.8"]' in proc.stderr
+    for part in expected:
+        assert part in proc.stderr
+    assert not (tmp_path / "p.toml").exists()
