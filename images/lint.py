@@ -74,7 +74,11 @@ def _no_files(tool: str, pattern: str, fix: str) -> ToolResult:
 
 
 def _run(cmd: list[str], root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    """Run a linter; a hang becomes a failure with a message (exit 124), not a traceback."""
+    try:
+        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(cmd, 124, "", f"{Path(cmd[0]).name} timed out after {TIMEOUT_S} s")
 
 
 def _rel(paths: list[Path], root: Path) -> list[str]:
