@@ -33,7 +33,7 @@ from images.matrix import (
     parse_pins,
     read_toml,
 )
-from images.wheelindex import CACHE_DIR, IndexError_, WheelIndex, index_url_default
+from images.wheelindex import CACHE_DIR, IndexError_, NoWheelError, WheelIndex, index_url_default
 
 HEADER = """\
 # written by make pins; do not edit
@@ -164,10 +164,10 @@ def compute_pins(matrix_path: Path = MATRIX_PATH, *, index: WheelIndex | None = 
 def _check_wheel_exists(index: WheelIndex, line: ImageLine, matrix_path: Path) -> None:
     """A torch release or Python with no wheel is a matrix mistake (exit 2), named like the others."""
     where = f'{matrix_path}: [lines."{line.tag}"]'
+    releases = index.versions("torch")  # a network failure propagates as IndexError_ (exit 1)
     try:
         index.find_wheel("torch", line.torch, line.python)
-    except IndexError_ as exc:
-        releases = index.versions("torch")
+    except NoWheelError as exc:
         if line.torch not in releases:
             raise MatrixError(
                 f"{where} torch: {line.torch!r} is not a torch release on {index.index_url}; "
@@ -269,7 +269,7 @@ def _cmd_pins(args: argparse.Namespace) -> int:
     index = _index(args)
     try:
         pins = compute_pins(args.matrix, index=index)
-    except PinsError as exc:
+    except (PinsError, IndexError_) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     text = render_pins_toml(pins)
@@ -289,7 +289,7 @@ def _cmd_pins_check(args: argparse.Namespace) -> int:
     index = _index(args)
     try:
         differences = check_pins(args.matrix, args.pins, index=index)
-    except PinsError as exc:
+    except (PinsError, IndexError_) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if differences:

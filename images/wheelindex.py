@@ -16,6 +16,7 @@ import io
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,10 @@ RANGE_BLOCK = 256 * 1024  # reads are rounded up to this, so zipfile's small rea
 
 class IndexError_(RuntimeError):
     """The index could not be read or does not hold what we need; the message says what and the fix."""
+
+
+class NoWheelError(IndexError_):
+    """The index answers but lists no wheel for that release and Python: a matrix mistake, not the network."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,7 @@ class WheelIndex:
             ):
                 candidates.append(wheel)
         if not candidates:
-            raise IndexError_(
+            raise NoWheelError(
                 f"no {project} {version} wheel for CPython {python} (tag {cp}) manylinux {platform} on "
                 f"{self.index_url}; fix: pick a python / {project} pair that has one"
             )
@@ -122,8 +127,7 @@ class WheelIndex:
         cached = self._cache_path(wheel, "METADATA")
         if cached.exists():
             return cached.read_text(encoding="utf-8")
-        resp = self.session.get(wheel.url + ".metadata", timeout=TIMEOUT)
-        self.requests_made += 1
+        resp = self.request("GET", wheel.url + ".metadata")
         if resp.status_code == 200:
             data = resp.content
         else:
@@ -136,25 +140,34 @@ class WheelIndex:
         cached = self._cache_path(wheel, member.replace("/", "__"))
         if cache and cached.exists():
             return cached.read_bytes()
-        with RangeFile(self, wheel.url) as fh, zipfile.ZipFile(fh) as zf:
-            try:
+        try:
+            with RangeFile(self, wheel.url) as fh, zipfile.ZipFile(fh) as zf:
                 data = zf.read(member)
-            except KeyError:
-                raise IndexError_(f"{wheel.filename} has no member {member!r}") from None
+        except KeyError:
+            raise IndexError_(f"{wheel.filename} has no member {member!r}") from None
+        except (zipfile.BadZipFile, zlib.error) as exc:
+            raise IndexError_(
+                f"{wheel.filename} is not a readable zip ({exc}); fix: rerun, or report it"
+            ) from None
         if cache:
             self._write_cache(cached, data)
         return data
 
     # --- plumbing ---------------------------------------------------------------------------------------
-    def _get(self, url: str, **kwargs) -> requests.Response:
+    def request(self, method: str, url: str, **kwargs) -> requests.Response:
+        """One counted HTTP request; a network failure becomes an IndexError_ that says what to check."""
         try:
-            resp = self.session.get(url, timeout=TIMEOUT, **kwargs)
+            resp = self.session.request(method, url, timeout=TIMEOUT, **kwargs)
         except requests.RequestException as exc:
             raise IndexError_(
                 f"cannot reach {url} ({exc.__class__.__name__}: {exc}); fix: check the network, "
                 f"--index-url, or REQUESTS_CA_BUNDLE behind a TLS-inspecting proxy"
             ) from None
         self.requests_made += 1
+        return resp
+
+    def _get(self, url: str, **kwargs) -> requests.Response:
+        resp = self.request("GET", url, **kwargs)
         if resp.status_code != 200:
             raise IndexError_(f"{url} answered HTTP {resp.status_code}; fix: check --index-url and the name")
         return resp
@@ -186,8 +199,7 @@ class RangeFile(io.RawIOBase):
         super().__init__()
         self.index, self.url, self.pos = index, url, 0
         self._blocks: dict[int, bytes] = {}
-        resp = index.session.head(url, timeout=TIMEOUT, allow_redirects=True)
-        index.requests_made += 1
+        resp = index.request("HEAD", url, allow_redirects=True)
         if resp.status_code != 200 or "content-length" not in resp.headers:
             raise IndexError_(f"HEAD {url} answered HTTP {resp.status_code} without a length")
         self.url = resp.url  # follow the redirect once, not on every range
@@ -227,13 +239,7 @@ class RangeFile(io.RawIOBase):
 
     def _fetch(self, start: int, stop: int) -> None:
         headers = {"Range": f"bytes={start}-{stop - 1}"}
-        try:
-            resp = self.index.session.get(self.url, headers=headers, timeout=TIMEOUT)
-        except requests.RequestException as exc:
-            raise IndexError_(
-                f"range request to {self.url} failed ({exc}); fix: retry, check the network"
-            ) from None
-        self.index.requests_made += 1
+        resp = self.index.request("GET", self.url, headers=headers)
         if resp.status_code != 206:
             raise IndexError_(
                 f"{self.url} did not honour a range request (HTTP {resp.status_code}); fix: use an index "

@@ -3,6 +3,7 @@ committed pins equal those in every line's torch wheel, with a warm cache costin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -247,3 +248,36 @@ def test_a_line_without_a_torch_wheel_is_a_matrix_error(
     for part in expected:
         assert part in proc.stderr
     assert not (tmp_path / "p.toml").exists()
+
+
+def test_an_unreachable_index_is_a_friendly_failure(tmp_path: Path) -> None:
+    """--index-url is honoured; a dead index gives exit 1 with what to check, and the cache is not used
+    to pretend (the index listing is always fetched)."""
+    out = tmp_path / "pins.toml"
+    dead = "http://127.0.0.1:9/simple/"
+    proc = subprocess.run(
+        [sys.executable, "-m", "images", "pins", "--index-url", dead, "--pins", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "cannot reach http://127.0.0.1:9/simple/torch/" in proc.stderr
+    assert "fix: check the network, --index-url" in proc.stderr
+    assert not out.exists()
+
+
+def test_pip_index_url_is_the_default_index(tmp_path: Path) -> None:
+    env = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "images", "pins-check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert "cannot reach http://127.0.0.1:9/simple/torch/" in proc.stderr
