@@ -255,7 +255,7 @@ def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
     console.print(rep.results_table(outcome.results))
     rep.print_summary(console, report)
     if junit_path:
-        console.print(f"JUnit XML: {junit_path}", highlight=False)
+        console.print(f"JUnit XML: {junit_path.resolve()}", highlight=False, soft_wrap=True)
     console.print(f"JSON report: {json_path.resolve()}", highlight=False, soft_wrap=True)
     return int(report["exit_code"])
 
