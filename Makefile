@@ -58,15 +58,19 @@ push: ## push the short and full tags of TAG to REGISTRY
 	@test -n "$(REGISTRY)" || { echo "error: REGISTRY is empty; fix: make push TAG=$(TAG) REGISTRY=ghcr.io/you"; exit 2; }
 	$(IMAGES) push --tag $(TAG) --flavor $(FLAVOR) --registry $(REGISTRY)
 
+# CPU=1: hosts without the NVIDIA Container Toolkit (naming the files leaves out compose.override.yaml's GPUs).
+compose_files = $(if $(filter 1 yes true,$(CPU)),-f compose.yaml -f compose.cpu.yaml,)
+
 .PHONY: up
-up: ## docker compose up -d (jupyter + ssh) as your UID/GID
+up: ## docker compose up -d (jupyter + ssh) as your UID/GID; CPU=1 without GPUs
 	@test -n "$(COMPOSE)" || { echo "error: neither 'docker compose' nor 'docker-compose' found; fix: install Docker Compose v2"; exit 2; }
-	HOST_UID=$$(id -u) HOST_GID=$$(id -g) $(COMPOSE) up -d
+	mkdir -p "$${WORKSPACE_DIR:-workspace}"
+	HOST_UID=$$(id -u) HOST_GID=$$(id -g) $(COMPOSE) $(compose_files) up -d
 
 .PHONY: down
 down: ## docker compose down (named volumes are kept)
 	@test -n "$(COMPOSE)" || { echo "error: neither 'docker compose' nor 'docker-compose' found; fix: install Docker Compose v2"; exit 2; }
-	$(COMPOSE) down
+	$(COMPOSE) $(compose_files) down
 
 .PHONY: test
 test: ## the whole test suite but GPU tests (needs a Docker engine: see .ci/run)
