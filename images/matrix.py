@@ -274,15 +274,24 @@ def read_toml(path: Path, *, missing_fix: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
-        dup = re.search(r"Cannot (?:declare|overwrite a value) (\(.*?\))", msg)
         where = re.search(r"\(at line (\d+)", msg)
         line_no = f" line {where.group(1)}" if where else ""
+        dup = re.search(r"Cannot declare (\(.*?\)) twice", msg)
         if dup:
             names = re.findall(r"'([^']*)'", dup.group(1))
-            tag = names[1] if len(names) > 1 and names[0] == "lines" else names[-1] if names else "?"
+            table = ".".join(f'"{n}"' if "." in n else n for n in names)
+            tag = names[-1] if names[:-1] in ([], ["lines"]) and TAG_RE.match(names[-1]) else None
+            if tag:  # [lines."v2.8"] in matrix.toml, ["v2.8"] in pins.toml
+                raise MatrixError(
+                    f"{path}:{line_no}: duplicate tag {tag!r} (a second [{table}] table); "
+                    f"fix: keep one [{table}] table and delete or rename the other"
+                ) from None
             raise MatrixError(
-                f"{path}:{line_no}: duplicate tag {tag!r} (declared twice: {dup.group(1)}); "
-                f'fix: keep one [lines."{tag}"] table and delete or rename the other'
+                f"{path}:{line_no}: table [{table}] is declared twice; fix: merge the two into one"
+            ) from None
+        if msg.startswith("Cannot overwrite a value"):
+            raise MatrixError(
+                f"{path}:{line_no}: a key is set twice in the same table; fix: keep one of the two"
             ) from None
         raise MatrixError(f"{path}:{line_no}: invalid TOML ({msg}); fix: correct the syntax there") from None
 

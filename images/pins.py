@@ -275,13 +275,16 @@ def _cmd_pins(args: argparse.Namespace) -> int:
     text = render_pins_toml(pins)
     # Validate what we are about to write with the same loader everyone else uses.
     parse_pins(tomllib.loads(text), args.pins, known_tags=list(pins))
-    write_atomically(args.pins, text)
+    unchanged = args.pins.exists() and args.pins.read_text(encoding="utf-8") == text
+    if not unchanged:
+        write_atomically(args.pins, text)
     for tag, p in pins.items():
         print(
             f"{tag}: torch {p.torch}  cuda {p.cuda}  cudnn {p.cudnn}  nccl {p.nccl}  "
             f"triton {p.triton}  python {p.requires_python}  ({len(p.nvidia)} nvidia pins)"
         )
-    print(f"wrote {args.pins} ({index.requests_made} requests to {index.index_url})")
+    done = "unchanged" if unchanged else "wrote"
+    print(f"{done}: {args.pins} ({index.requests_made} requests to {index.index_url})")
     return 0
 
 

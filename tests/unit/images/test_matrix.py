@@ -244,6 +244,24 @@ BAD = [
         ["duplicate tag 'v2.8'", f"line {len(MATRIX.splitlines()) + 2}:", "matrix.toml"],
     ),
     (
+        "duplicate-packages-table",
+        MATRIX + '\n[lines."v2.8".packages]\nrich = "14.1.0"\n',
+        PINS,
+        ['table [lines."v2.8".packages] is declared twice', f"line {len(MATRIX.splitlines()) + 2}:"],
+    ),
+    (
+        "key-set-twice",
+        replace(MATRIX, 'torch = "2.8.0"', 'torch = "2.8.0"\ntorch = "2.8.1"'),
+        PINS,
+        ["line 11:", "a key is set twice"],
+    ),
+    (
+        "duplicate-tag-in-pins",
+        MATRIX,
+        PINS + '\n["v2.8"]\ntorch = "2.8.0"\n',
+        ["pins.toml", "duplicate tag 'v2.8'", f"line {len(PINS.splitlines()) + 2}:"],
+    ),
+    (
         "tag-format",
         replace(MATRIX, '[lines."v2.8"]', '[lines."2.8"]').replace(
             '[lines."v2.8".packages]', '[lines."2.8".packages]'
