@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
+import json
 import subprocess
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import IO
 
 import docker
 from docker.errors import APIError
@@ -23,7 +26,7 @@ from rich.console import Console
 
 from images import registry, run_verify
 from images.context import ContextError, ContextInputs, build_context
-from images.dockerfile import REPO_ROOT, dockerfile_path, render_dockerfile
+from images.dockerfile import REPO_ROOT, dockerfile_path, render_dockerfile, requirements_name
 from images.engine import EngineError, api_client, image_refs
 from images.matrix import FLAVORS, IMAGE_NAME, ImageLine, Matrix, MatrixError, load_matrix
 from images.progress import StreamOutcome, failure_report, follow_build
@@ -56,7 +59,8 @@ class BuildResult:
     tags: tuple[str, ...]
     log_path: Path
     seconds: float
-    outcome: StreamOutcome
+    outcome: StreamOutcome  # the final stage's build
+    deps_outcome: StreamOutcome | None = None  # the deps image's build; None when it was current
 
 
 def git_revision(root: Path = REPO_ROOT) -> str:
@@ -81,10 +85,85 @@ def check_dockerfile_current(line: ImageLine, flavor: str, root: Path = REPO_ROO
     path = dockerfile_path(line, flavor, root / "images")
     if not path.is_file() or path.read_text() != render_dockerfile(line, flavor):
         raise MatrixError(
-            f"{path.relative_to(root)} is missing or stale for {line.tag} ({flavor}); "
-            "fix: make dockerfiles"
+            f"{path.relative_to(root)} is missing or stale for {line.tag} ({flavor}); fix: make dockerfiles"
         )
     return path
+
+
+DEPS_BEGIN = "# --- stage: deps ---"
+DEPS_END = "# --- end stage: deps ---"
+DEPS_STATE = REPO_ROOT / "build" / "deps-images.json"
+
+
+def app_dockerfile(text: str, deps_ref: str) -> str:
+    """The same Dockerfile with its deps stage replaced by the already-built deps image.
+
+    The classic builder evaluates every stage and hashes the whole 7 GB venv for the cache lookup of its
+    `COPY --from` (about 30 s here) even when nothing changed; starting the final stage from the deps image
+    skips that, and the final stage's own instructions stay exactly those of the committed Dockerfile.
+    """
+    if text.count(DEPS_BEGIN + "\n") != 1 or text.count(DEPS_END + "\n") != 1:
+        raise MatrixError(
+            f"the Dockerfile lacks one '{DEPS_BEGIN}' ... '{DEPS_END}' block; fix: make dockerfiles"
+        )
+    head, rest = text.split(DEPS_BEGIN + "\n", 1)
+    _, tail = rest.split(DEPS_END + "\n", 1)
+    return f"{head}{DEPS_BEGIN}\nFROM {deps_ref} AS deps\n{DEPS_END}\n{tail}"
+
+
+def deps_key(
+    dockerfile_text: str, requirements: bytes, buildargs: dict[str, str], inputs: ContextInputs, base_id: str
+) -> str:
+    """Everything the deps stage depends on; the deps image is rebuilt when this changes."""
+    digest = hashlib.sha256()
+    for part in (
+        dockerfile_text.split(DEPS_END)[0].encode(),
+        requirements,
+        json.dumps(sorted(buildargs.items())).encode(),
+        inputs.extra_ca.read_bytes() if inputs.extra_ca else b"",
+        json.dumps(
+            [(w.name, w.stat().st_size) for w in sorted(inputs.wheelhouse.glob("*.whl"))]
+            if inputs.wheelhouse
+            else []
+        ).encode(),
+        base_id.encode(),
+    ):
+        digest.update(hashlib.sha256(part).digest())
+    return digest.hexdigest()
+
+
+def _image_id(client: docker.APIClient, ref: str) -> str | None:
+    try:
+        return str(client.inspect_image(ref)["Id"])
+    except APIError:
+        return None
+
+
+def _run_build(
+    client: docker.APIClient,
+    context_inputs: ContextInputs,
+    log: IO[str],
+    console: Console | None,
+    title: str,
+    **kwargs: object,
+) -> StreamOutcome:
+    context = build_context(context_inputs)
+    try:
+        events = client.build(
+            fileobj=context,
+            custom_context=True,
+            dockerfile=context_inputs.dockerfile,
+            rm=True,
+            forcerm=True,  # remove intermediate containers of failed steps too
+            pull=False,  # the base may exist only locally (docker import)
+            decode=True,
+            **kwargs,
+        )
+        return follow_build(events, log, console=console, title=title)
+    except APIError as exc:
+        raise EngineError(f"the engine refused the build: {exc.explanation or exc}") from exc
+    finally:
+        context.close()
 
 
 def build_image(
@@ -95,8 +174,13 @@ def build_image(
     console: Console | None = None,
     log_dir: Path = LOG_DIR,
     root: Path = REPO_ROOT,
+    deps_state: Path = DEPS_STATE,
 ) -> BuildResult:
-    """Build one line x flavor; on success tag it short and full, on failure raise BuildError (no tag)."""
+    """Build one line x flavor; on success tag it short and full, on failure raise BuildError (no tag).
+
+    Two engine builds: the deps stage as its own image (skipped while its inputs are unchanged), then the
+    final stage on top of it. Plain `docker build -f images/<tag>/Dockerfile .` gives the same layers.
+    """
     matrix = matrix or load_matrix()
     line = matrix.get(request.tag)
     if request.flavor not in line.flavors:
@@ -104,15 +188,20 @@ def build_image(
             f"--flavor: {request.flavor!r} is not built for {line.tag} (it has {', '.join(line.flavors)}); "
             f"fix: pick one of them"
         )
-    dockerfile = check_dockerfile_current(line, request.flavor, root).relative_to(root).as_posix()
+    dockerfile_file = check_dockerfile_current(line, request.flavor, root)
+    dockerfile = dockerfile_file.relative_to(root).as_posix()
+    text = dockerfile_file.read_text()
+    inputs = ContextInputs(root, dockerfile, request.extra_ca, request.wheelhouse)
+    # The context first: a bad --extra-ca-cert or --wheelhouse is reported before any engine work.
+    build_context(inputs).close()
     client = client or api_client()
 
+    buildargs = {"UID": str(request.uid), "GID": str(request.gid)}
     labels = {
         "org.opencontainers.image.created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "org.opencontainers.image.revision": git_revision(root),
         **request.extra_labels,
     }
-    buildargs = {"UID": str(request.uid), "GID": str(request.gid)}
     if request.base_image:
         buildargs["BASE_IMAGE"] = request.base_image
         labels["org.opencontainers.image.base.name"] = request.base_image
@@ -121,36 +210,49 @@ def build_image(
     if request.extra_index_url:
         buildargs["EXTRA_INDEX_URL"] = request.extra_index_url
 
-    temp_ref = f"{IMAGE_NAME}-build:{uuid.uuid4().hex[:12]}"
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{line.tag}-{request.flavor}-{stamp}.log"
-    context = build_context(ContextInputs(root, dockerfile, request.extra_ca, request.wheelhouse))
+    deps_ref = f"{IMAGE_NAME}-deps:{line.short_tag(request.flavor)}"
+    requirements = (dockerfile_file.parent / requirements_name(request.flavor)).read_bytes()
+    base_id = _image_id(client, request.base_image or line.base_image) or "missing"
+    key = deps_key(text, requirements, buildargs, inputs, base_id)
+    state = json.loads(deps_state.read_text()) if deps_state.is_file() else {}
+    known = state.get(deps_ref, {})
+    deps_current = (
+        not request.no_cache and known.get("key") == key and known.get("id") == _image_id(client, deps_ref)
+    )
+
+    temp_ref = f"{IMAGE_NAME}-build:{uuid.uuid4().hex[:12]}"
     started = dt.datetime.now()
-    try:
-        with log_path.open("w") as log:
-            log.write(
-                f"# {IMAGE_NAME} {line.tag} {request.flavor}: {dockerfile}, build args {sorted(buildargs)}\n"
-            )
-            events = client.build(
-                fileobj=context,
-                custom_context=True,
-                dockerfile=dockerfile,
-                tag=temp_ref,
-                buildargs=buildargs,
-                labels=labels,
-                nocache=request.no_cache,
-                rm=True,
-                forcerm=True,  # remove intermediate containers of failed steps too
-                pull=False,  # the base may exist only locally (docker import)
-                decode=True,
-            )
-            title = f"{line.tag} {request.flavor}"
-            outcome = follow_build(events, log, console=console, title=title)
-    except APIError as exc:
-        raise EngineError(f"the engine refused the build: {exc.explanation or exc}") from exc
-    finally:
-        context.close()
+    deps_outcome: StreamOutcome | None = None
+    with log_path.open("w") as log:
+        log.write(
+            f"# {IMAGE_NAME} {line.tag} {request.flavor}: {dockerfile}, build args {sorted(buildargs)}\n"
+        )
+        if not deps_current:
+            log.write(f"# phase 1: the deps stage as {deps_ref}\n")
+            deps_outcome = _run_build(
+                client, inputs, log, console, f"{line.tag} {request.flavor} deps",
+                tag=deps_ref, target="deps", buildargs=buildargs, nocache=request.no_cache,
+            )  # fmt: skip
+            if not deps_outcome.ok:
+                raise BuildError(failure_report(deps_outcome, log_path))
+            state[deps_ref] = {"key": key, "id": _image_id(client, deps_ref)}
+            deps_state.parent.mkdir(parents=True, exist_ok=True)
+            deps_state.write_text(json.dumps(state, indent=2) + "\n")
+        else:
+            log.write(f"# phase 1 skipped: {deps_ref} is current\n")
+        log.write(f"# phase 2: the final stage on {deps_ref}\n")
+        app_inputs = replace(
+            inputs,
+            dockerfile=f".build/{dockerfile_file.name}",
+            extra_files=((f".build/{dockerfile_file.name}", app_dockerfile(text, deps_ref).encode()),),
+        )
+        outcome = _run_build(
+            client, app_inputs, log, console, f"{line.tag} {request.flavor}",
+            tag=temp_ref, buildargs=buildargs, labels=labels, nocache=request.no_cache,
+        )  # fmt: skip
     seconds = (dt.datetime.now() - started).total_seconds()
 
     if not outcome.ok:
@@ -161,7 +263,7 @@ def build_image(
         repository, tag = ref.rsplit(":", 1)
         client.tag(temp_ref, repository, tag, force=True)
     _remove_quietly(client, temp_ref)  # drops only the temporary name; the image keeps its real tags
-    return BuildResult(outcome.image_id or "", (short, full), log_path, seconds, outcome)
+    return BuildResult(outcome.image_id or "", (short, full), log_path, seconds, outcome, deps_outcome)
 
 
 def _remove_quietly(client: docker.APIClient, ref: str) -> None:

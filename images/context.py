@@ -32,6 +32,7 @@ class ContextInputs:
     dockerfile: str  # relative to root, e.g. "images/v2.8/Dockerfile"
     extra_ca: Path | None = None
     wheelhouse: Path | None = None
+    extra_files: tuple[tuple[str, bytes], ...] = ()  # (path in context, content), e.g. a derived Dockerfile
 
 
 def read_dockerignore(root: Path) -> list[str]:
@@ -95,11 +96,14 @@ def build_context(inputs: ContextInputs) -> IO[bytes]:
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for rel in files:
             tar.add(root / rel, arcname=rel, recursive=False)
-        if inputs.dockerfile not in files:  # an ignored Dockerfile is still needed by the engine
+        if inputs.dockerfile not in files and not inputs.dockerfile.startswith(".build/"):
+            # an ignored Dockerfile is still needed by the engine
             tar.add(root / inputs.dockerfile, arcname=inputs.dockerfile, recursive=False)
         if ca_data is not None:
             _add_bytes(tar, CA_PATH_IN_CONTEXT, ca_data)
         for wheel in wheels:
             tar.add(wheel, arcname=f"{WHEELHOUSE_IN_CONTEXT}/{wheel.name}", recursive=False)
+        for name, data in inputs.extra_files:
+            _add_bytes(tar, name, data)
     out.seek(0)
     return out

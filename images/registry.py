@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
 from images.engine import EngineError, api_client, image_refs
-from images.matrix import IMAGE_NAME, load_matrix
+from images.matrix import IMAGE_NAME, ImageLine, load_matrix
 
 
 class PushError(RuntimeError):
@@ -57,13 +57,14 @@ def push_ref(client: docker.APIClient, ref: str, console: Console | None = None)
 
 
 def push_line(
-    tag: str,
+    line: ImageLine,
     flavor: str,
     registry: str,
     console: Console | None = None,
     client: docker.APIClient | None = None,
 ) -> list[Pushed]:
-    line = load_matrix().get(tag)
+    """Tag the local short and full images as REGISTRY/pytorch-cuda:... and push both."""
+    tag = line.tag
     client = client or api_client()
     pushed = []
     for local, remote in zip(
@@ -83,7 +84,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     registry = args.registry.rstrip("/")
     try:
-        pushed = push_line(args.tag, args.flavor, registry, console)
+        pushed = push_line(load_matrix().get(args.tag), args.flavor, registry, console)
     except (EngineError, PushError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

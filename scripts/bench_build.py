@@ -1,0 +1,85 @@
+"""Benchmark the image build on this machine: cold build, rebuild after touching verify/, image size.
+
+    .venv/bin/python scripts/bench_build.py --extra-ca-cert /etc/ssl/certs/ca-certificates.crt
+
+Each figure comes from a real build through images.build (the same code `make build` runs):
+  cold     --no-cache build of the line (every layer, CUDA wheels downloaded from the index)
+  rebuild  a build right after appending a comment to a file under verify/ (restored afterwards)
+  size     the image's uncompressed size as the engine reports it (`docker image inspect .Size`)
+The per-step times of each build come from the build stream (time from one "Step n/N" to the next).
+Not a test: the figures depend on the network and the machine; the README records one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from images.build import BuildRequest, BuildResult, build_image  # noqa: E402
+from images.engine import api_client  # noqa: E402
+
+TOUCHED = REPO / "verify" / "__init__.py"
+
+
+def slowest_steps(result: BuildResult, count: int = 4) -> str:
+    steps = {s.number: s.instruction for s in result.outcome.steps}
+    ranked = sorted(result.outcome.step_seconds.items(), key=lambda item: -item[1])[:count]
+    return "; ".join(f"{seconds:.0f}s {steps[n][:48]}" for n, seconds in ranked)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tag", default="v2.8")
+    parser.add_argument("--extra-ca-cert", type=Path, default=None)
+    parser.add_argument("--skip-cold", action="store_true", help="only the rebuild (needs a previous build)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    console = Console(stderr=True)
+    client = api_client()
+    request = BuildRequest(tag=args.tag, extra_ca=args.extra_ca_cert)
+    rows: list[tuple[str, float, str]] = []
+
+    if not args.skip_cold:
+        cold = build_image(
+            BuildRequest(**{**request.__dict__, "no_cache": True}), client=client, console=console
+        )
+        rows.append(("cold build (--no-cache)", cold.seconds, slowest_steps(cold)))
+    original = TOUCHED.read_text()
+    try:
+        TOUCHED.write_text(original + f"\n# bench_build touch {time.time()}\n")
+        rebuild = build_image(request, client=client, console=console)
+    finally:
+        TOUCHED.write_text(original)
+    rows.append(
+        (f"rebuild after touching {TOUCHED.relative_to(REPO)}", rebuild.seconds, slowest_steps(rebuild))
+    )
+    size = int(client.inspect_image(rebuild.tags[0])["Size"])
+
+    table = Table(title=f"pytorch-cuda {args.tag} runtime build on this machine")
+    table.add_column("what")
+    table.add_column("seconds", justify="right")
+    table.add_column("slowest steps")
+    for what, seconds, detail in rows:
+        table.add_row(what, f"{seconds:.0f}", detail)
+    table.add_row("image size (uncompressed)", f"{size / 1e9:.2f} GB", rebuild.tags[0])
+    Console().print(table)
+    if args.json:
+        figures = {what: round(seconds, 1) for what, seconds, _ in rows}
+        figures["size_bytes"] = size
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Push both tags of the real v2.8 image to a real registry on localhost, pull back, compare digests."""
+
+from __future__ import annotations
+
+import docker
+import pytest
+import requests
+
+from images.engine import image_refs
+from images.matrix import IMAGE_NAME, ImageLine
+from images.registry import push_line
+
+pytestmark = pytest.mark.slow
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def test_push_both_tags_remove_pull_back_same_digest(
+    docker_client: docker.DockerClient, built_image: str, matrix_line: ImageLine, local_registry: str
+) -> None:
+    pushed = push_line(matrix_line, "runtime", local_registry, client=docker_client.api)
+    remote_refs = list(image_refs(matrix_line, "runtime", f"{local_registry}/{IMAGE_NAME}"))
+    assert [p.ref for p in pushed] == remote_refs
+    assert pushed[0].digest == pushed[1].digest  # one image, two tags
+    assert pushed[0].digest.startswith("sha256:")
+
+    for ref in remote_refs:
+        tag = ref.rsplit(":", 1)[1]
+        answer = requests.get(f"http://{local_registry}/v2/{IMAGE_NAME}/manifests/{tag}",
+                              headers={"Accept": MANIFEST_V2}, timeout=30)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["Docker-Content-Digest"] == pushed[0].digest
+        layers = answer.json()["layers"]
+        assert len(layers) == len(docker_client.images.get(built_image).attrs["RootFS"]["Layers"])
+        for layer in layers:  # every layer's bytes are in the registry, not just the manifest
+            head = requests.head(
+                f"http://{local_registry}/v2/{IMAGE_NAME}/blobs/{layer['digest']}", timeout=30
+            )
+            assert head.status_code == 200 and int(head.headers["Content-Length"]) == layer["size"]
+
+    local_id = docker_client.images.get(built_image).id
+    for ref in remote_refs:
+        docker_client.images.remove(
+            ref
+        )  # the registry names only; the local short/full tags stay for other tests
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(remote_refs[0])
+    for ref in remote_refs:
+        repository, tag = ref.rsplit(":", 1)
+        pulled = docker_client.images.pull(repository, tag=tag)
+        assert pulled.id == local_id
+        assert f"{repository}@{pushed[0].digest}" in pulled.attrs["RepoDigests"]
+    for ref in remote_refs:
+        docker_client.images.remove(ref)

@@ -1,0 +1,166 @@
+"""The build tooling without an engine: the context tarball, stream following, input errors.
+
+The real engine paths (build, tags, failure, push, verify) are covered in tests/engine; here the engine's
+event stream is replayed from the classic builder's documented shapes to pin down parsing and reporting.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from images.context import CA_PATH_IN_CONTEXT, ContextError, ContextInputs, build_context
+from images.progress import failure_report, follow_build
+
+REPO = Path(__file__).resolve().parents[3]
+DOCKERFILE = "images/v2.8/Dockerfile"
+PEM = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
+
+
+def names(inputs: ContextInputs) -> dict[str, bytes]:
+    with build_context(inputs) as handle, tarfile.open(fileobj=handle) as tar:
+        return {m.name: (tar.extractfile(m).read() if m.isfile() else b"") for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+def test_context_holds_what_the_dockerfile_copies_and_nothing_else() -> None:
+    files = names(ContextInputs(REPO, DOCKERFILE))
+    for needed in (
+        "pyproject.toml",
+        "README.md",
+        DOCKERFILE,
+        "images/v2.8/requirements.txt",
+        "images/v2.8/manifest-runtime.json",
+        "verify/__init__.py",
+        "images/rootfs/usr/local/bin/entrypoint",
+    ):
+        assert needed in files, needed
+    for unwanted in (".git", ".venv", "tests", "build", "reports"):
+        assert not any(n == unwanted or n.startswith(unwanted + "/") for n in files), unwanted
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in files)
+    assert not any(n.startswith(".build") for n in files)  # no build-only input unless asked for
+
+
+def test_extra_ca_and_wheelhouse_go_to_fixed_paths_and_a_local_build_dir_is_ignored(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    (root / "images" / "v2.8").mkdir(parents=True)
+    (root / "images" / "v2.8" / "Dockerfile").write_text("FROM scratch\n")
+    (root / ".build").mkdir()
+    (root / ".build" / "extra-ca.pem").write_bytes(b"stale local file")
+    (root / ".dockerignore").write_text("*\n!images/\n")
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(PEM)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "demo-1.0-py3-none-any.whl").write_bytes(b"zip")
+    (wheels / "notes.txt").write_text("not a wheel")
+    files = names(ContextInputs(root, "images/v2.8/Dockerfile", extra_ca=ca, wheelhouse=wheels))
+    assert files[CA_PATH_IN_CONTEXT] == PEM
+    assert files[".build/wheelhouse/demo-1.0-py3-none-any.whl"] == b"zip"
+    assert ".build/wheelhouse/notes.txt" not in files
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "message"),
+    [
+        ("ca", None, r"--extra-ca-cert: .* is not a file; fix:"),
+        ("ca", b"\x30\x82binary DER", r"--extra-ca-cert: .* holds no PEM certificate .*fix: convert it"),
+        ("wheels", None, r"--wheelhouse: .* is not a directory; fix:"),
+        ("wheels", b"", r"--wheelhouse: .* holds no .whl file; fix:"),
+    ],
+)
+def test_bad_build_only_inputs_name_the_option_and_the_fix(
+    tmp_path: Path, kind: str, content: bytes | None, message: str
+) -> None:
+    target = tmp_path / "input"
+    if content is not None:
+        if kind == "ca":
+            target.write_bytes(content)
+        else:
+            target.mkdir()
+    inputs = ContextInputs(
+        REPO, DOCKERFILE, **({"extra_ca": target} if kind == "ca" else {"wheelhouse": target})
+    )
+    with pytest.raises(ContextError, match=message):
+        build_context(inputs)
+
+
+def classic_stream(fail: bool) -> list[dict]:
+    """Events in the shapes the classic builder sends through /build."""
+    events = [
+        {"stream": "Step 1/3 : FROM debian:trixie-slim"},
+        {"stream": "\n"},
+        {"stream": " ---> 51cebcdd1b12\n"},
+        {"stream": "Step 2/3 : RUN pip install -r /tmp/build/requirements.txt"},
+        {"stream": "\n"},
+        {"stream": " ---> Running in 0f1e2d3c4b5a\n"},
+    ]
+    events += [{"stream": f"output line {i}\n"} for i in range(40)]
+    if fail:
+        message = "The command '/bin/sh -c pip' returned a non-zero code: 1"
+        events.append({"errorDetail": {"code": 1, "message": message}, "error": message})
+        return events
+    events += [
+        {"stream": " ---> 1234567890ab\n"},
+        {"stream": "Step 3/3 : LABEL a=b"},
+        {"stream": "\n"},
+        {"aux": {"ID": "sha256:" + "ab" * 32}},
+        {"stream": "Successfully built abababababab\n"},
+        {"stream": "Successfully tagged pytorch-cuda-build:x\n"},
+    ]
+    return events
+
+
+def test_follow_build_success_finds_image_and_steps() -> None:
+    log = io.StringIO()
+    outcome = follow_build(classic_stream(fail=False), log)
+    assert outcome.ok and outcome.image_id == "sha256:" + "ab" * 32
+    assert [s.number for s in outcome.steps] == [1, 2, 3] and outcome.steps[-1].total == 3
+    assert "output line 39" in log.getvalue() and "Step 3/3 : LABEL a=b" in log.getvalue()
+
+
+def test_follow_build_failure_reports_the_step_and_its_last_30_lines(tmp_path: Path) -> None:
+    outcome = follow_build(classic_stream(fail=True), io.StringIO())
+    assert not outcome.ok and outcome.failed_step is not None and outcome.failed_step.number == 2
+    report = failure_report(outcome, tmp_path / "x.log")
+    assert "build failed at step 2/3: RUN pip install -r /tmp/build/requirements.txt" in report
+    assert "output line 39" in report and "returned a non-zero code: 1" in report
+    assert "output line 10" not in report  # only the tail: the full log holds the rest
+    assert f"full log: {tmp_path / 'x.log'}" in report
+
+
+def test_unknown_tag_lists_the_known_ones_and_exits_2() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "images", "build", "--tag", "v9.9"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "unknown tag 'v9.9'" in proc.stderr and "v2.8" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_ca_file_is_a_usage_error_before_any_engine_work(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "images", "build", "--extra-ca-cert", str(tmp_path / "nope.pem")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"DOCKER_HOST": "unix:///nonexistent.sock", "PATH": ""},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--extra-ca-cert:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_no_engine_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "images", "build", "--tag", "v2.8"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"DOCKER_HOST": "unix:///nonexistent.sock", "PATH": ""},
+    )
+    assert proc.returncode == 1
+    assert "cannot reach the Docker engine" in proc.stderr and "fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr
