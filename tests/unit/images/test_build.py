@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from images.build import DEPS_BEGIN, DEPS_END, app_dockerfile, deps_key
 from images.context import CA_PATH_IN_CONTEXT, ContextError, ContextInputs, build_context
+from images.matrix import MatrixError
 from images.progress import failure_report, follow_build
 
 REPO = Path(__file__).resolve().parents[3]
@@ -164,3 +166,45 @@ def test_no_engine_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "cannot reach the Docker engine" in proc.stderr and "fix:" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_app_dockerfile_swaps_only_the_deps_stage() -> None:
+    text = (REPO / DOCKERFILE).read_text()
+    app = app_dockerfile(text, "pytorch-cuda-deps:v2.8")
+    head, tail = text.split(DEPS_BEGIN)[0], text.split(DEPS_END)[1]
+    assert app == f"{head}{DEPS_BEGIN}\nFROM pytorch-cuda-deps:v2.8 AS deps\n{DEPS_END}{tail}"
+    assert "COPY --from=builder /opt/venv" not in app  # the 7 GB copy is what the deps image holds
+    assert "FROM deps\n" in tail and "COPY --from=project /tmp/dist/" in tail
+    with pytest.raises(MatrixError, match="fix: make dockerfiles"):
+        app_dockerfile("FROM scratch\n", "x")
+
+
+def test_deps_key_follows_the_deps_inputs_only(tmp_path: Path) -> None:
+    text = (REPO / DOCKERFILE).read_text()
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(PEM)
+    plain = ContextInputs(REPO, DOCKERFILE)
+    base = deps_key(text, b"torch==2.8.0\n", {"UID": "1000"}, plain, "sha256:base")
+    assert base == deps_key(text, b"torch==2.8.0\n", {"UID": "1000"}, plain, "sha256:base")
+    after_deps = text.replace(DEPS_END, DEPS_END + "\n# a change in the project or final stage")
+    assert deps_key(after_deps, b"torch==2.8.0\n", {"UID": "1000"}, plain, "sha256:base") == base
+    changed = [
+        deps_key(
+            text.replace("python3-venv", "python3-venv "),
+            b"torch==2.8.0\n",
+            {"UID": "1000"},
+            plain,
+            "sha256:base",
+        ),
+        deps_key(text, b"torch==2.8.1\n", {"UID": "1000"}, plain, "sha256:base"),
+        deps_key(text, b"torch==2.8.0\n", {"UID": "1001"}, plain, "sha256:base"),
+        deps_key(
+            text,
+            b"torch==2.8.0\n",
+            {"UID": "1000"},
+            ContextInputs(REPO, DOCKERFILE, extra_ca=ca),
+            "sha256:base",
+        ),
+        deps_key(text, b"torch==2.8.0\n", {"UID": "1000"}, plain, "sha256:newbase"),
+    ]
+    assert base not in changed and len(set(changed)) == len(changed)

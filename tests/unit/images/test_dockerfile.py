@@ -26,9 +26,23 @@ def jobs(matrix: Matrix) -> list[tuple[ImageLine, str]]:
     return list(matrix.jobs())
 
 
+def stages(text: str) -> dict[str, str]:
+    """Stage name -> its text; the unnamed last stage is "final"."""
+    starts = [m.start() for m in re.finditer(r"^FROM ", text, re.MULTILINE)]
+    out = {}
+    for begin, end in zip(starts, [*starts[1:], len(text)], strict=True):
+        chunk = text[begin:end]
+        name = re.match(r"FROM \S+(?: AS (\S+))?", chunk)
+        assert name is not None
+        out[name.group(1) or "final"] = chunk
+    return out
+
+
 def final_stage(text: str) -> str:
-    """Everything after the last FROM: what ends up in the image."""
-    return text[[m.start() for m in re.finditer(r"^FROM ", text, re.MULTILINE)][-1] :]
+    """What ends up in the image: the deps stage and the final stage built on it."""
+    parts = stages(text)
+    assert parts["final"].startswith("FROM deps\n")
+    return parts["deps"] + parts["final"]
 
 
 def hadolint() -> str:
@@ -92,21 +106,28 @@ def test_services_block_is_delimited_once_in_the_final_stage(matrix: Matrix) -> 
 def test_build_only_inputs_stay_in_the_builder_stage(matrix: Matrix) -> None:
     for line, flavor in jobs(matrix):
         text = df.render_dockerfile(line, flavor)
-        final = final_stage(text)
-        builder = text[: len(text) - len(final)]
-        assert ".build/extra-ca.pe[m]" in builder and ".build/wheelhouse/*.whl" in builder
+        parts = stages(text)
+        assert list(parts) == ["builder", "deps", "project", "final"]
+        assert ".build/extra-ca.pe[m]" in parts["builder"] and ".build/wheelhouse/*.whl" in parts["builder"]
         for secret in (".build/", "extra-ca", "INDEX_URL", "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-            assert secret not in final, f"{line.tag} {flavor}: {secret!r} reaches the final stage"
+            for name in ("deps", "project", "final"):
+                assert secret not in parts[name], f"{line.tag} {flavor}: {secret!r} reaches stage {name}"
+        # The image takes only the venv from the builder and only the wheel from the project stage.
+        assert re.findall(r"COPY --from=(\S+) (\S+)", final_stage(text)) == [
+            ("builder", "/opt/venv"),
+            ("project", "/tmp/dist/"),
+        ]
 
 
 def test_layer_order_puts_the_project_last(matrix: Matrix) -> None:
     text = df.render_dockerfile(matrix.get("v2.8"), "runtime")
-    builder = text[: len(text) - len(final_stage(text))]
-    # Heavy requirements before the project's sources in the builder ...
-    assert builder.index("-r /tmp/build/requirements.txt") < builder.index("COPY verify/")
-    # ... and in the final stage, the venv copy before the services and the project's wheel.
+    parts = stages(text)
+    # The heavy requirements in the builder; the project's sources only in the project stage ...
+    assert "-r /tmp/build/requirements.txt" in parts["builder"] and "verify/" not in parts["builder"]
+    assert "COPY verify/ /tmp/src/verify/" in parts["project"] and "--no-index" in parts["project"]
+    # ... and in the image, the venv copy before the services and the project's wheel.
     final = final_stage(text)
-    order = ["COPY --from=builder /opt/venv /opt/venv", df.SERVICES_BEGIN, "COPY --from=builder /tmp/dist/"]
+    order = ["COPY --from=builder /opt/venv /opt/venv", df.SERVICES_BEGIN, "COPY --from=project /tmp/dist/"]
     positions = [final.index(marker) for marker in order]
     assert positions == sorted(positions)
     assert final.count("COPY --from=builder /opt/venv") == 1
