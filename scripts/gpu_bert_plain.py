@@ -46,7 +46,7 @@ def step(ids, labels):
 
 
 t0 = time.perf_counter()
-step(*batches[0]).item()
+step(*batches[0]).detach().item()
 first_step_s = time.perf_counter() - t0
 for i in range(1, args.warmup):
     step(*batches[i % 4])
@@ -68,7 +68,7 @@ out = {
     "repeats": [round(s, 1) for s in sps],
     "spread": round((max(sps) - min(sps)) / med, 4),
     "first_step_s": round(first_step_s, 2),
-    "loss_last": round(float(loss), 4),
+    "loss_last": round(float(loss.detach()), 4),
     "torch": torch.__version__,
 }
 print(json.dumps(out))

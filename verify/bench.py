@@ -51,7 +51,7 @@ class BenchConfig:
     seq: int = 128
     batch: int = 64
     precision: str = "bf16"
-    steps: int = 20  # timed steps per repeat
+    steps: int = 50  # timed steps per repeat (eager BERT is launch-bound: short repeats are noisy)
     warmup: int = 10
     repeats: int = 3
     compile: bool = False

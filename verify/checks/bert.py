@@ -25,7 +25,7 @@ def config_for(ctx: Context, cuda: bool) -> Any:
     from verify.bench import BenchConfig
 
     if cuda:
-        cfg = BenchConfig(size="base", seq=128, batch=64, precision="bf16", steps=20, warmup=10, repeats=3)
+        cfg = BenchConfig(size="base", seq=128, batch=64, precision="bf16", steps=40, warmup=10, repeats=3)
         if ctx.quick:
             cfg.steps, cfg.warmup = 10, 5
     else:

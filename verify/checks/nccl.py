@@ -143,7 +143,8 @@ def run(ctx: Context) -> Result:
     if nprocs == 1:
         summary = (
             f"1 GPU: NCCL {details['nccl_version']} initialised, sums exact at {sizes} sizes; "
-            f"algbw {big['algbw_GBps']:g} GB/s at {big['size']} (busbw is 0 for n=1); multi-GPU not exercised"
+            f"all_reduce {big['time_us']:g} us at {big['size']} (one rank moves no data: busbw is 0 by "
+            f"definition, algbw only measures the call); multi-GPU not exercised"
         )
     else:
         summary = (
