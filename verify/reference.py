@@ -34,7 +34,16 @@ class Reference:
 _DESIGN = "DESIGN.md reference figures, 2026-11-22 (reported by the design doc, not measured by us)"
 _DESIGN_V = "torch 2.11.0+cu130, transformers 5.17, driver 580.159.04"
 
+_OURS = (
+    "measured by us on the lent nvidia-h200 (1x H200 SXM, Firecracker VM), 2026-11-29; docs/gpu-results.md"
+)
+_OURS_V = "torch 2.11.0+cu130, transformers 5.17.0, driver 580.159.04"
+
 REFERENCES: tuple[Reference, ...] = (
+    Reference("H200 SXM", "base", 128, 64, "bf16", False, 1820.0, _OURS, True, _OURS_V),
+    Reference("H200 SXM", "base", 128, 64, "bf16", True, 2350.0, _OURS, True, _OURS_V),
+    Reference("H200 SXM", "base", 128, 64, "tf32", False, 1425.0, _OURS, True, _OURS_V),
+    Reference("H200 SXM", "large", 512, 16, "bf16", False, 199.0, _OURS, True, _OURS_V),
     Reference("H100 SXM", "base", 128, 64, "bf16", False, 2036.0, _DESIGN, False, _DESIGN_V),
     Reference("H100 SXM", "base", 128, 64, "bf16", True, 2766.0, _DESIGN, False, _DESIGN_V),
     Reference("H100 SXM", "base", 128, 64, "tf32", False, 1306.0, _DESIGN, False, _DESIGN_V),
