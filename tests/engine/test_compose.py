@@ -58,7 +58,7 @@ def token(workspace: Deployment) -> str:
 
 
 def run_in_kernel(port: int, token: str, code: str, timeout: float = 300) -> str:
-    """Start a kernel through the REST API, run `code` over its websocket, return its stdout."""
+    """Start a kernel through the REST API, run `code` over its websocket, return what it printed (stdout)."""
     headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
     request = urllib.request.Request(f"http://127.0.0.1:{port}/api/kernels", b"{}", headers, method="POST")
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -97,7 +97,7 @@ def run_in_kernel(port: int, token: str, code: str, timeout: float = 300) -> str
             if message.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = message["header"]["msg_type"]
-            if kind == "stream":
+            if kind == "stream" and message["content"]["name"] == "stdout":  # not warnings on stderr
                 out.append(message["content"]["text"])
             elif kind == "error":
                 raise AssertionError("kernel error:\n" + "\n".join(message["content"]["traceback"]))
