@@ -7,6 +7,7 @@ repeat of N steps. Prints one JSON line. Usage (on a GPU host):
 """
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -23,6 +24,9 @@ p.add_argument("--repeats", type=int, default=3)
 p.add_argument("--batch", type=int, default=64)
 p.add_argument("--seq", type=int, default=128)
 p.add_argument("--json")
+p.add_argument(
+    "--no-gc", action="store_true", help="disable Python's GC in the timed region (noise experiment)"
+)
 args = p.parse_args()
 
 model = BertForMaskedLM(BertConfig(attn_implementation="sdpa")).cuda().train()
@@ -51,6 +55,9 @@ first_step_s = time.perf_counter() - t0
 for i in range(1, args.warmup):
     step(*batches[i % 4])
 torch.cuda.synchronize()
+if args.no_gc:
+    gc.collect()
+    gc.disable()
 sps = []
 for _ in range(args.repeats):
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -64,6 +71,7 @@ med = statistics.median(sps)
 out = {
     "loop": "plain",
     "compile": args.compile,
+    "no_gc": args.no_gc,
     "samples_per_s": round(med, 1),
     "repeats": [round(s, 1) for s in sps],
     "spread": round((max(sps) - min(sps)) / med, 4),
