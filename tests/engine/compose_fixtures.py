@@ -188,10 +188,10 @@ def ssh_banner(port: int) -> bytes:
         return b""
 
 
-def wait_for(ready: object, timeout: float, what: str) -> None:
+def wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if ready():  # type: ignore[operator]
+        if ready():
             return
         time.sleep(1)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

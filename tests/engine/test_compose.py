@@ -256,8 +256,15 @@ def test_host_keys_differ_between_deployments_and_survive_a_restart(
 def test_tensorboard_profile_serves_on_localhost(workspace: Deployment) -> None:
     workspace.run("--profile", "tensorboard", "up", "-d", "tensorboard")
     port = int(workspace.env["TENSORBOARD_PORT"])
-    wait_for(lambda: http_status(f"http://127.0.0.1:{port}/") == 200, 120, "tensorboard")
-    workspace.run("--profile", "tensorboard", "rm", "-s", "-f", "tensorboard")
+    try:
+        wait_for(lambda: http_status(f"http://127.0.0.1:{port}/") == 200, 90, "tensorboard")
+    except AssertionError as exc:
+        logs = workspace.run(
+            "--profile", "tensorboard", "logs", "--no-color", "--tail", "15", "tensorboard"
+        ).stdout
+        raise AssertionError(f"{exc}; its last log lines:\n{logs}") from None
+    finally:
+        workspace.run("--profile", "tensorboard", "rm", "-s", "-f", "tensorboard")
 
 
 # --- lifecycle: these change the deployment, so they come last ------------------------------------------
