@@ -1,0 +1,129 @@
+"""verify bench bert: options, validation messages, OOM halving, the summary text."""
+
+import argparse
+
+import pytest
+import torch
+
+from verify import bench
+
+
+def parse(*argv):
+    p = argparse.ArgumentParser()
+    bench.add_bench_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_defaults_are_the_issue_benchmark():
+    cfg = bench.config_from_args(parse())
+    assert (cfg.size, cfg.seq, cfg.batch, cfg.precision, cfg.repeats, cfg.compile) == (
+        "base",
+        128,
+        64,
+        "bf16",
+        3,
+        False,
+    )
+    assert cfg.validate() == []
+
+
+def test_options_reach_the_config():
+    cfg = bench.config_from_args(
+        parse(
+            "--size",
+            "large",
+            "--seq",
+            "512",
+            "--batch",
+            "16",
+            "--precision",
+            "tf32",
+            "--steps",
+            "5",
+            "--repeats",
+            "4",
+            "--compile",
+            "--no-peak",
+            "--no-pin",
+        )
+    )
+    assert (cfg.size, cfg.seq, cfg.batch, cfg.precision, cfg.steps, cfg.repeats) == (
+        "large",
+        512,
+        16,
+        "tf32",
+        5,
+        4,
+    )
+    assert cfg.compile and not cfg.measure_peak and not cfg.pin_cpu
+
+
+def test_unknown_size_is_an_argparse_error():
+    with pytest.raises(SystemExit) as exc:
+        parse("--size", "huge")
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("seq", 513, "--seq 513 is out of range; BERT takes 1..512 tokens"),
+        ("batch", 0, "--batch 0 must be at least 1"),
+        ("repeats", -2, "--repeats -2 must be at least 1"),
+        ("warmup", 0, "--warmup 0 must be at least 1 (the first step includes set-up)"),
+        ("precision", "int8", "--precision 'int8' is unknown; use one of bf16, fp16, fp32, tf32"),
+    ],
+)
+def test_validation_names_option_value_and_fix(field, value, message):
+    cfg = bench.BenchConfig(**{field: value})
+    assert cfg.validate() == [message]
+
+
+def test_run_bench_returns_2_for_bad_values(capsys):
+    assert bench.run_bench(parse("--seq", "9999", "--batch", "0")) == 2
+    err = capsys.readouterr().err
+    assert "error: --seq 9999 is out of range" in err and "error: --batch 0 must be at least 1" in err
+
+
+def test_oom_halves_until_it_fits_and_says_so():
+    seen = []
+
+    def fn(batch):
+        seen.append(batch)
+        if batch > 12:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return batch * 10
+
+    result, batch, notes = bench.halve_on_oom(fn, 64, bench._is_oom)
+    assert (result, batch, seen) == (80, 8, [64, 32, 16, 8])
+    assert notes == [
+        "batch 64 ran out of memory; halved to 32",
+        "batch 32 ran out of memory; halved to 16",
+        "batch 16 ran out of memory; halved to 8",
+    ]
+
+
+def test_oom_at_batch_1_and_other_errors_propagate():
+    def oom(_batch):
+        raise torch.OutOfMemoryError("out of memory")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        bench.halve_on_oom(oom, 2, bench._is_oom)
+
+    def broken(_batch):
+        raise RuntimeError("not an OOM")
+
+    with pytest.raises(RuntimeError, match="not an OOM"):
+        bench.halve_on_oom(broken, 64, bench._is_oom)
+
+
+def test_batches_rotate_and_mask_about_15_percent():
+    cfg = bench.BenchConfig(size="tiny", seq=64, batch=32)
+    batches = bench.make_batches(cfg, 32, 1000, torch.device("cpu"))
+    assert len(batches) == bench.N_BATCHES
+    assert not torch.equal(batches[0][0], batches[1][0])
+    masked = (batches[0][1] != -100).float().mean().item()
+    assert 0.10 < masked < 0.20
+    ids, labels = batches[0]
+    keep = labels != -100
+    assert torch.equal(labels[keep], ids[keep])
