@@ -90,17 +90,18 @@ def check_dockerfile_current(line: ImageLine, flavor: str, root: Path = REPO_ROO
     return path
 
 
-DEPS_BEGIN = "# --- stage: deps ---"
-DEPS_END = "# --- end stage: deps ---"
+DEPS_BEGIN = "# --- begin deps ---"
+DEPS_END = "# --- end deps ---"
 DEPS_STATE = REPO_ROOT / "build" / "deps-images.json"
 
 
 def app_dockerfile(text: str, deps_ref: str) -> str:
-    """The same Dockerfile with its deps stage replaced by the already-built deps image.
+    """The same Dockerfile with its builder and deps stages replaced by the already-built deps image.
 
     The classic builder evaluates every stage and hashes the whole 7 GB venv for the cache lookup of its
-    `COPY --from` (about 30 s here) even when nothing changed; starting the final stage from the deps image
-    skips that, and the final stage's own instructions stay exactly those of the committed Dockerfile.
+    `COPY --from` (about 30 s here) even when nothing changed; starting from the deps image skips that and
+    the builder stage altogether (no CA, no index needed), and the project and final stages' instructions
+    stay exactly those of the committed Dockerfile.
     """
     if text.count(DEPS_BEGIN + "\n") != 1 or text.count(DEPS_END + "\n") != 1:
         raise MatrixError(
@@ -114,7 +115,7 @@ def app_dockerfile(text: str, deps_ref: str) -> str:
 def deps_key(
     dockerfile_text: str, requirements: bytes, buildargs: dict[str, str], inputs: ContextInputs, base_id: str
 ) -> str:
-    """Everything the deps stage depends on; the deps image is rebuilt when this changes."""
+    """Everything the builder and deps stages depend on; the deps image is rebuilt when this changes."""
     digest = hashlib.sha256()
     for part in (
         dockerfile_text.split(DEPS_END)[0].encode(),
@@ -243,15 +244,18 @@ def build_image(
             deps_state.write_text(json.dumps(state, indent=2) + "\n")
         else:
             log.write(f"# phase 1 skipped: {deps_ref} is current\n")
-        log.write(f"# phase 2: the final stage on {deps_ref}\n")
+        log.write(f"# phase 2: the project and final stages on {deps_ref}\n")
+        app_args = {k: v for k, v in buildargs.items() if k not in ("INDEX_URL", "EXTRA_INDEX_URL")}
         app_inputs = replace(
             inputs,
+            extra_ca=None,  # the builder stage is not in this Dockerfile: no CA, no wheelhouse, no index
+            wheelhouse=None,
             dockerfile=f".build/{dockerfile_file.name}",
             extra_files=((f".build/{dockerfile_file.name}", app_dockerfile(text, deps_ref).encode()),),
         )
         outcome = _run_build(
             client, app_inputs, log, console, f"{line.tag} {request.flavor}",
-            tag=temp_ref, buildargs=buildargs, labels=labels, nocache=request.no_cache,
+            tag=temp_ref, buildargs=app_args, labels=labels, nocache=request.no_cache,
         )  # fmt: skip
     seconds = (dt.datetime.now() - started).total_seconds()
 

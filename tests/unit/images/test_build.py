@@ -174,6 +174,7 @@ def test_app_dockerfile_swaps_only_the_deps_stage() -> None:
     head, tail = text.split(DEPS_BEGIN)[0], text.split(DEPS_END)[1]
     assert app == f"{head}{DEPS_BEGIN}\nFROM pytorch-cuda-deps:v2.8 AS deps\n{DEPS_END}{tail}"
     assert "COPY --from=builder /opt/venv" not in app  # the 7 GB copy is what the deps image holds
+    assert "AS builder" not in app and ".build/" not in app.split(DEPS_END)[1]  # no CA needed
     assert "FROM deps\n" in tail and "COPY --from=project /tmp/dist/" in tail
     with pytest.raises(MatrixError, match="fix: make dockerfiles"):
         app_dockerfile("FROM scratch\n", "x")

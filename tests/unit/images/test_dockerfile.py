@@ -125,6 +125,7 @@ def test_layer_order_puts_the_project_last(matrix: Matrix) -> None:
     # The heavy requirements in the builder; the project's sources only in the project stage ...
     assert "-r /tmp/build/requirements.txt" in parts["builder"] and "verify/" not in parts["builder"]
     assert "COPY verify/ /tmp/src/verify/" in parts["project"] and "--no-index" in parts["project"]
+    assert parts["project"].startswith("FROM deps AS project\n")  # needs neither the builder nor its CA
     # ... and in the image, the venv copy before the services and the project's wheel.
     final = final_stage(text)
     order = ["COPY --from=builder /opt/venv /opt/venv", df.SERVICES_BEGIN, "COPY --from=project /tmp/dist/"]
