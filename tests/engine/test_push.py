@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import docker
 import pytest
 import requests
@@ -17,8 +19,23 @@ MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 def test_push_both_tags_remove_pull_back_same_digest(
     docker_client: docker.DockerClient, built_image: str, matrix_line: ImageLine, local_registry: str
 ) -> None:
-    pushed = push_line(matrix_line, "runtime", local_registry, client=docker_client.api)
     remote_refs = list(image_refs(matrix_line, "runtime", f"{local_registry}/{IMAGE_NAME}"))
+    try:
+        check_push_round_trip(docker_client, built_image, matrix_line, local_registry, remote_refs)
+    finally:  # never leave registry names behind, whatever failed
+        for ref in remote_refs:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(ref)
+
+
+def check_push_round_trip(
+    docker_client: docker.DockerClient,
+    built_image: str,
+    matrix_line: ImageLine,
+    local_registry: str,
+    remote_refs: list[str],
+) -> None:
+    pushed = push_line(matrix_line, "runtime", local_registry, client=docker_client.api)
     assert [p.ref for p in pushed] == remote_refs
     assert all(p.digest.startswith("sha256:") for p in pushed)
     local = docker_client.images.get(built_image)
@@ -52,5 +69,3 @@ def test_push_both_tags_remove_pull_back_same_digest(
         pulled = docker_client.images.pull(repository, tag=tag)
         assert pulled.id == local_id
         assert f"{repository}@{item.digest}" in pulled.attrs["RepoDigests"]
-    for ref in remote_refs:
-        docker_client.images.remove(ref)
