@@ -135,31 +135,35 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError)
 
 
-def pin_to_one_cpu() -> int | None:
-    """Pin every thread of this process to one CPU of its allowed set; returns the CPU (None if impossible).
+def _set_affinity_all_threads(cpus: set[int]) -> None:
+    import os
+    from pathlib import Path
+
+    task = Path("/proc/self/task")
+    for tid in [int(t.name) for t in task.iterdir()] if task.exists() else [0]:
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:  # a thread that exited meanwhile
+            continue
+
+
+def pin_to_one_cpu() -> tuple[int, set[int]] | None:
+    """Pin every thread of this process to one CPU of its allowed set; returns (cpu, the set to restore).
 
     WHY: eager BERT on a GPU is bound by the CPU thread that launches kernels. On the lent H200 VM,
     `taskset -c 5` raised the plain loop from ~1700 to ~2330 samples/s (docs/gpu-results.md): thread
     migrations between cores cost ~30 %. Only for CUDA runs: CPU compute wants all its cores.
     """
     import os
-    from pathlib import Path
 
     if not hasattr(os, "sched_setaffinity"):
         return None
-    allowed = sorted(os.sched_getaffinity(0))
+    allowed = set(os.sched_getaffinity(0))
     if len(allowed) < 2:
         return None
-    cpu = allowed[len(allowed) // 2]  # away from CPU 0, which usually takes the interrupts
-    tids = (
-        [int(t.name) for t in Path("/proc/self/task").iterdir()] if Path("/proc/self/task").exists() else [0]
-    )
-    for tid in tids:
-        try:
-            os.sched_setaffinity(tid, {cpu})
-        except OSError:  # a thread that exited meanwhile
-            continue
-    return cpu
+    cpu = sorted(allowed)[len(allowed) // 2]  # away from CPU 0, which usually takes the interrupts
+    _set_affinity_all_threads({cpu})
+    return cpu, allowed
 
 
 def resolve_device(name: str) -> Any:
@@ -279,13 +283,18 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
     if problems:
         raise ValueError("; ".join(problems))
     device = resolve_device(cfg.device)
-    pinned = pin_to_one_cpu() if cfg.pin_cpu and device.type == "cuda" else None
+    pin = pin_to_one_cpu() if cfg.pin_cpu and device.type == "cuda" else None
+    pinned = pin[0] if pin else None
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     measured_peak = None
-    if device.type == "cuda" and cfg.measure_peak:
-        measured_peak = matmul_tflops(device, "bf16", 8192, warmup=3, iters=10).tflops
-    with float32_matmul_precision("high" if cfg.precision == "tf32" else "highest"):
-        run, batch, notes = halve_on_oom(lambda b: _timed_run(cfg, b, device), cfg.batch, _is_oom)
+    try:
+        if device.type == "cuda" and cfg.measure_peak:
+            measured_peak = matmul_tflops(device, "bf16", 8192, warmup=3, iters=10).tflops
+        with float32_matmul_precision("high" if cfg.precision == "tf32" else "highest"):
+            run, batch, notes = halve_on_oom(lambda b: _timed_run(cfg, b, device), cfg.batch, _is_oom)
+    finally:
+        if pin:  # leave the process as we found it (the check runs alone, but a library caller may not)
+            _set_affinity_all_threads(pin[1])
     per_step = flops.train_step_flops(flops.shape_of(run["model_config"]), batch, cfg.seq)
     sps = [batch / (ms / 1e3) for ms in run["step_ms"]]
     sps_median = median(sps)

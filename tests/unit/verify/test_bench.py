@@ -1,6 +1,7 @@
 """verify bench bert: options, validation messages, OOM halving, the summary text."""
 
 import argparse
+import os
 
 import pytest
 import torch
@@ -127,3 +128,14 @@ def test_batches_rotate_and_mask_about_15_percent():
     ids, labels = batches[0]
     keep = labels != -100
     assert torch.equal(labels[keep], ids[keep])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs at least 2 allowed CPUs to pin to one")
+def test_pin_to_one_cpu_and_restore():
+    before = os.sched_getaffinity(0)
+    try:
+        cpu, saved = bench.pin_to_one_cpu()
+        assert saved == before and os.sched_getaffinity(0) == {cpu} and cpu in before
+    finally:
+        bench._set_affinity_all_threads(before)
+    assert os.sched_getaffinity(0) == before
