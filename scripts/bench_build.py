@@ -31,9 +31,14 @@ TOUCHED = REPO / "verify" / "__init__.py"
 
 
 def slowest_steps(result: BuildResult, count: int = 4) -> str:
-    steps = {s.number: s.instruction for s in result.outcome.steps}
-    ranked = sorted(result.outcome.step_seconds.items(), key=lambda item: -item[1])[:count]
-    return "; ".join(f"{seconds:.0f}s {steps[n][:48]}" for n, seconds in ranked)
+    """The longest steps of both engine builds (the deps image's, when it ran, and the final one's)."""
+    timed = []
+    for outcome in (result.deps_outcome, result.outcome):
+        if outcome is not None:
+            names = {s.number: s.instruction for s in outcome.steps}
+            timed += [(seconds, names[n]) for n, seconds in outcome.step_seconds.items()]
+    ranked = sorted(timed, key=lambda item: -item[0])[:count]
+    return "; ".join(f"{seconds:.0f}s {instruction[:48]}" for seconds, instruction in ranked)
 
 
 def main() -> int:
