@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import docker
@@ -90,3 +92,26 @@ def test_verify_run_inside_exits_0_with_gpu_checks_skipped(
     assert by_name["gpu"]["status"] == "skip" and "no GPU" in by_name["gpu"]["summary"]
     assert by_name["env"]["status"] in ("pass", "warn")
     assert report["exit_code"] == 0
+
+
+def test_make_verify_cli_copies_the_report_and_returns_verifys_exit_code(
+    built_image: str, tmp_path: Path
+) -> None:
+    """What `make verify TAG=v2.8` runs, end to end: says CPU or GPU, copies JSON and JUnit, exit code."""
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "images", "verify", "--tag", "v2.8", "--reports", str(tmp_path),
+         "--", "--quick", "--only", "env,gpu"],
+        cwd=repo, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on CPU only (the engine has no nvidia runtime)" in proc.stdout or "with all GPUs" in proc.stdout
+    report = json.loads((tmp_path / "v2.8" / "verify.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["env", "gpu"]
+    assert (tmp_path / "v2.8" / "verify.xml").is_file()
+    bad = subprocess.run(
+        [sys.executable, "-m", "images", "verify", "--tag", "v2.8", "--reports", str(tmp_path),
+         "--", "--only", "nope"],
+        cwd=repo, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert bad.returncode == 2  # verify's own usage-error code comes through
