@@ -28,8 +28,8 @@ TEMPLATE_NAME = "Dockerfile.j2"
 # apt packages of the final stage per flavor (services packages live in the template's services block).
 APT_PACKAGES = {
     "runtime": (),
-    # cpp_extension needs a C++ compiler and Python.h; nvcc itself comes from the CUDA wheels.
-    "devel": ("build-essential", "python3-dev"),
+    # cpp_extension needs a C++ compiler, ninja and Python.h; nvcc itself comes from the CUDA wheels.
+    "devel": ("build-essential", "ninja-build", "python3-dev"),
 }
 SERVICES_BEGIN = "# --- services: owned by compose (images/rootfs) ---"
 SERVICES_END = "# --- end services ---"

@@ -193,7 +193,7 @@ def test_devel_adds_nvcc_matching_the_torch_wheels_cuda(matrix: Matrix) -> None:
     assert f"nvidia-cuda-nvcc-cu12=={line.pins.nvidia['nvidia-cuda-nvrtc-cu12']}" in reqs
     assert f"nvidia-cuda-cccl-cu12=={line.pins.cuda}.*" in reqs
     text = df.render_dockerfile(line, "devel")
-    assert "ENV CUDA_HOME=/usr/local/cuda" in text and "build-essential python3-dev" in text
+    assert "ENV CUDA_HOME=/usr/local/cuda" in text and "build-essential ninja-build python3-dev" in text
     assert "PATH=/usr/local/cuda/bin:$PATH" in text
     assert "CUDA_HOME" not in df.render_dockerfile(line, "runtime")
 
