@@ -48,6 +48,7 @@ class BuildRequest:
     wheelhouse: Path | None = None
     extra_ca: Path | None = None
     no_cache: bool = False
+    cache_from: tuple[str, ...] = ()  # images whose layers may serve as cache (CI: the last pushed image)
     uid: int = 1000
     gid: int = 1000
     extra_labels: dict[str, str] = field(default_factory=dict)
@@ -236,6 +237,7 @@ def build_image(
             deps_outcome = _run_build(
                 client, inputs, log, console, f"{line.tag} {request.flavor} deps",
                 tag=deps_ref, target="deps", buildargs=buildargs, nocache=request.no_cache,
+                cache_from=list(request.cache_from) or None,
             )  # fmt: skip
             if not deps_outcome.ok:
                 raise BuildError(failure_report(deps_outcome, log_path))
@@ -256,6 +258,7 @@ def build_image(
         outcome = _run_build(
             client, app_inputs, log, console, f"{line.tag} {request.flavor}",
             tag=temp_ref, buildargs=app_args, labels=labels, nocache=request.no_cache,
+            cache_from=list(request.cache_from) or None,
         )  # fmt: skip
     seconds = (dt.datetime.now() - started).total_seconds()
 
@@ -288,6 +291,7 @@ def _request_from_args(args: argparse.Namespace) -> BuildRequest:
         wheelhouse=Path(args.wheelhouse) if args.wheelhouse else None,
         extra_ca=Path(args.extra_ca_cert) if args.extra_ca_cert else None,
         no_cache=args.no_cache,
+        cache_from=tuple(args.cache_from),
         uid=args.uid,
         gid=args.gid,
     )
@@ -334,6 +338,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="PEM CA bundle trusted during the build only (TLS-inspecting proxies)",
     )
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
+    build.add_argument(
+        "--cache-from", action="append", default=[], metavar="IMAGE",
+        help="an image whose layers may be reused, e.g. the last pushed one (repeatable)",
+    )  # fmt: skip
     build.add_argument("--uid", type=int, default=1000, help="UID of the image's user (default: %(default)s)")
     build.add_argument("--gid", type=int, default=1000, help="GID of the image's user (default: %(default)s)")
     build.set_defaults(func=cmd_build)
