@@ -1,7 +1,8 @@
 """`python -m images COMMAND`: the build system's one entry point (the Makefile's targets call it).
 
 Each subcommand lives in its own module; this file only parses arguments and maps errors to exit codes:
-0 success, 1 the work failed (a build, a stale file, pins that disagree), 2 bad input (unknown tag, bad matrix).
+0 success, 1 the work failed (a build, a stale file, pins that disagree),
+2 bad input (unknown tag, bad matrix).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    # One module per job; each registers its own subcommands.
-    from images import ci, dockerfile, lint, pins, readme  # noqa: PLC0415  (keep --help fast)
+    # One module per job; each registers its own subcommands (imported here to keep --help fast).
+    from images import ci, dockerfile, lint, pins, readme
 
     for module in (pins, readme, dockerfile, ci, lint):
         module.add_parsers(sub)
     try:
-        from images import build  # noqa: PLC0415
+        from images import build
     except ImportError as exc:  # docker-py lives in the [build] extra
         _register_missing_build_extra(sub, str(exc))
     else:
@@ -50,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_missing_build_extra(sub: argparse._SubParsersAction, missing: str) -> None:
     def _fail(_args: argparse.Namespace) -> int:
-        print(f"error: this command needs the [build] extra ({missing}); fix: pip install -e '.[build]'",
-              file=sys.stderr)
+        print(
+            f"error: this command needs the [build] extra ({missing}); fix: pip install -e '.[build]'",
+            file=sys.stderr,
+        )
         return 2
 
     for name in ("build", "push", "verify"):

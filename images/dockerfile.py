@@ -142,6 +142,22 @@ def stale_files(rendered: list[Rendered]) -> list[Path]:
     return [r.path for r in rendered if not r.path.is_file() or r.path.read_text() != r.text]
 
 
+GENERATED_PATTERNS = ("Dockerfile*", "requirements*.txt", "manifest-*.json")
+
+
+def orphaned_files(rendered: list[Rendered], root: Path = IMAGES_DIR) -> list[Path]:
+    """Generated files the matrix no longer produces (a dropped line or flavor), so they cannot linger."""
+    wanted = {r.path for r in rendered}
+    found = {
+        path
+        for directory in root.glob("v*")
+        if directory.is_dir()
+        for pattern in GENERATED_PATTERNS
+        for path in directory.glob(pattern)
+    }
+    return sorted(found - wanted)
+
+
 def write_atomically(path: Path, text: str) -> None:
     """Write beside the target and rename, so an interrupted run never leaves half a Dockerfile."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,10 +183,13 @@ def cmd_dockerfiles(args: argparse.Namespace) -> int:
     matrix = load_matrix()
     rendered = render_all(matrix, Path(args.root))
     stale = stale_files(rendered)
+    orphans = orphaned_files(rendered, Path(args.root))
     if args.check:
         for path in stale:
             print(f"stale: {_relative(path)} does not match images/matrix.toml", file=sys.stderr)
-        if stale:
+        for path in orphans:
+            print(f"orphaned: {_relative(path)} is no longer in images/matrix.toml", file=sys.stderr)
+        if stale or orphans:
             print("fix: make dockerfiles (then commit the result)", file=sys.stderr)
             return 1
         print(f"{len(rendered)} generated files are up to date")
@@ -179,7 +198,12 @@ def cmd_dockerfiles(args: argparse.Namespace) -> int:
         if item.path in stale:
             write_atomically(item.path, item.text)
             print(f"wrote {_relative(item.path)}")
-    print(f"{len(stale)} of {len(rendered)} generated files changed")
+    for path in orphans:
+        path.unlink()
+        print(f"removed {_relative(path)} (no longer in the matrix)")
+        if not any(path.parent.iterdir()):
+            path.parent.rmdir()
+    print(f"{len(stale)} of {len(rendered)} generated files changed, {len(orphans)} removed")
     return 0
 
 
