@@ -72,9 +72,10 @@ def test_follows_edits_to_the_toml(tmp_path: Path, capsys: pytest.CaptureFixture
     matrix_text += f'\n[lines."{new_tag}"]\ntorch = "{new_torch}"\nflavors = ["runtime", "devel"]\n'
     new_pins = dict(pins[first.tag], torch=new_torch)
     pins_text = PINS_PATH.read_text(encoding="utf-8") + _pins_table(new_tag, new_pins)
-    # 2. the first line builds the runtime flavor only
-    header = f'[lines."{first.tag}"]\n'
-    assert header in matrix_text
+    # 2. a line that builds both flavors (the newest) now builds the runtime flavor only
+    both = next(line for line in reversed(load_matrix().lines) if "devel" in line.flavors)
+    header = f'[lines."{both.tag}"]\n'
+    assert header in matrix_text and "flavors" not in matrix_text.split(header, 1)[1].split("[", 1)[0]
     matrix_text = matrix_text.replace(header, header + 'flavors = ["runtime"]\n', 1)
 
     (tmp_path / "matrix.toml").write_text(matrix_text, encoding="utf-8")
@@ -85,16 +86,16 @@ def test_follows_edits_to_the_toml(tmp_path: Path, capsys: pytest.CaptureFixture
     code_after, after, err = ci_matrix(capsys, *files)
     assert (code, code_after) == (0, 0), err
     assert (new_tag, "runtime") in pairs(after) and (new_tag, "devel") in pairs(after)
-    assert (first.tag, "devel") in pairs(before) and (first.tag, "devel") not in pairs(after)
+    assert (both.tag, "devel") in pairs(before) and (both.tag, "devel") not in pairs(after)
     assert len(after["include"]) == len(before["include"]) + 2 - 1
     added = next(job for job in after["include"] if job["tag"] == new_tag and job["flavor"] == "devel")
     assert added["short_tag"] == f"{new_tag}-devel"
     assert added["full_tag"].startswith(f"{new_torch}-cuda{pins[first.tag]['cuda']}-")
 
     # a line that loses all but one flavor cannot be asked for the flavor it dropped
-    code, _, err = ci_matrix(capsys, *files, "--tags", first.tag, "--flavors", "devel")
+    code, _, err = ci_matrix(capsys, *files, "--tags", both.tag, "--flavors", "devel")
     assert code == 2
-    assert "no image matches" in err and first.tag in err and "Traceback" not in err
+    assert "no image matches" in err and both.tag in err and "Traceback" not in err
 
 
 def test_filters_by_tags_and_flavors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -70,6 +71,24 @@ def test_check_names_each_stale_file_and_exits_1(tmp_path: Path) -> None:
     assert "v2.8/manifest-runtime.json does not match" in bad.stderr
     assert "fix: make dockerfiles" in bad.stderr
     assert bad.stderr.count("stale:") == 2
+
+
+def test_files_of_a_dropped_flavor_or_line_are_flagged_then_removed(tmp_path: Path, matrix: Matrix) -> None:
+    run = [sys.executable, "-m", "images", "dockerfiles", "--root", str(tmp_path)]
+    assert subprocess.run(run, cwd=REPO, capture_output=True, text=True).returncode == 0
+    (tmp_path / "v2.8" / "Dockerfile.devel").write_text("FROM scratch\n")  # a flavor the line dropped
+    (tmp_path / "v1.0").mkdir()
+    (tmp_path / "v1.0" / "requirements.txt").write_text("torch==1.0.0\n")  # a line the matrix dropped
+    bad = subprocess.run([*run, "--check"], cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "orphaned: " in bad.stderr and "v2.8/Dockerfile.devel" in bad.stderr
+    assert "v1.0/requirements.txt" in bad.stderr
+    fixed = subprocess.run(run, cwd=REPO, capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stderr
+    assert not (tmp_path / "v2.8" / "Dockerfile.devel").exists()
+    assert not (tmp_path / "v1.0").exists()
+    assert (tmp_path / "v2.8" / "Dockerfile").is_file()
+    assert subprocess.run([*run, "--check"], cwd=REPO, capture_output=True, text=True).returncode == 0
 
 
 def test_every_rendered_dockerfile_passes_hadolint(matrix: Matrix, tmp_path: Path) -> None:
@@ -187,7 +206,9 @@ def test_requirements_pin_torch_and_every_package_exactly(matrix: Matrix) -> Non
 
 
 def test_devel_adds_nvcc_matching_the_torch_wheels_cuda(matrix: Matrix) -> None:
-    line = matrix.get("v2.8")
+    # v2.8 (CUDA 12) ships runtime only, since PyPI has no CUDA 12 nvcc; its devel rendering still must
+    # pick the nvcc wheel matching the pins, so the Dockerfile's own check can name the reason.
+    line = dataclasses.replace(matrix.get("v2.8"), flavors=("runtime", "devel"))
     assert line.pins is not None
     reqs = df.render_requirements(line, "devel")
     assert f"nvidia-cuda-nvcc-cu12=={line.pins.nvidia['nvidia-cuda-nvrtc-cu12']}" in reqs
