@@ -11,6 +11,7 @@ FLAVOR  ?= runtime
 REGISTRY ?=
 CA_BUNDLE ?=
 BUILD_ARGS ?=
+VERIFY_ARGS ?=
 PYTEST_ARGS ?=
 IMAGES  := $(PYTHON) -m images
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || (command -v docker-compose >/dev/null 2>&1 && echo docker-compose))
@@ -21,7 +22,7 @@ ca_flag = $(if $(CA_BUNDLE),--extra-ca-cert $(CA_BUNDLE),)
 help: ## list the targets
 	@echo "pytorch-cuda: build, run and verify GPU deep-learning images"
 	@echo
-	@echo "usage: make TARGET [TAG=v2.8] [FLAVOR=runtime|devel] [REGISTRY=ghcr.io/you] [CA_BUNDLE=file.pem]"
+	@echo "usage: make TARGET [TAG=v2.8] [FLAVOR=runtime|devel] [REGISTRY=ghcr.io/you] [CA_BUNDLE=file.pem] [VERIFY_ARGS=--quick]"
 	@echo
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -51,7 +52,7 @@ build: ## build pytorch-cuda:TAG (FLAVOR) with the Docker Engine API
 
 .PHONY: verify
 verify: ## run `verify run` inside pytorch-cuda:TAG; report in reports/TAG/
-	$(IMAGES) verify --tag $(TAG) --flavor $(FLAVOR)
+	$(IMAGES) verify --tag $(TAG) --flavor $(FLAVOR) $(if $(VERIFY_ARGS),-- $(VERIFY_ARGS),)
 
 .PHONY: push
 push: ## push the short and full tags of TAG to REGISTRY
