@@ -27,7 +27,7 @@ from rich.console import Console
 from images import registry, run_verify
 from images.context import ContextError, ContextInputs, build_context
 from images.dockerfile import REPO_ROOT, dockerfile_path, render_dockerfile, requirements_name
-from images.engine import EngineError, api_client, image_refs
+from images.engine import EngineError, api_client, deps_ref, image_refs
 from images.matrix import FLAVORS, IMAGE_NAME, ImageLine, Matrix, MatrixError, load_matrix
 from images.progress import StreamOutcome, failure_report, follow_build
 
@@ -48,7 +48,7 @@ class BuildRequest:
     wheelhouse: Path | None = None
     extra_ca: Path | None = None
     no_cache: bool = False
-    cache_from: tuple[str, ...] = ()  # images whose layers may serve as cache (CI: the last pushed image)
+    deps_image: str | None = None  # a pushed deps image to reuse when its key matches (CI's layer cache)
     uid: int = 1000
     gid: int = 1000
     extra_labels: dict[str, str] = field(default_factory=dict)
@@ -93,7 +93,9 @@ def check_dockerfile_current(line: ImageLine, flavor: str, root: Path = REPO_ROO
 
 DEPS_BEGIN = "# --- begin deps ---"
 DEPS_END = "# --- end deps ---"
-DEPS_STATE = REPO_ROOT / "build" / "deps-images.json"
+# The deps image carries the key of its inputs as a label: whether it is current is read off the image itself,
+# locally or after pulling a pushed one (CI), never from a side file that could disagree with the engine.
+DEPS_KEY_LABEL = "org.pytorch-cuda.deps-key"
 
 
 def app_dockerfile(text: str, deps_ref: str) -> str:
@@ -132,6 +134,31 @@ def deps_key(
     ):
         digest.update(hashlib.sha256(part).digest())
     return digest.hexdigest()
+
+
+def _deps_key_of(client: docker.APIClient, ref: str) -> str | None:
+    try:
+        labels = client.inspect_image(ref)["Config"].get("Labels") or {}
+    except APIError:
+        return None
+    return labels.get(DEPS_KEY_LABEL)
+
+
+def reuse_pushed_deps(client: docker.APIClient, remote: str, local: str, key: str, log: IO[str]) -> bool:
+    """Pull a pushed deps image; tag it as the local deps image only if it was built from the same inputs."""
+    repository, tag = remote.rsplit(":", 1)
+    try:
+        client.pull(repository, tag=tag)
+    except APIError as exc:
+        log.write(f"# {remote} could not be pulled ({exc.explanation or exc}); building the deps stage\n")
+        return False
+    if _deps_key_of(client, remote) != key:
+        log.write(f"# {remote} was built from other inputs (deps key differs); building the deps stage\n")
+        return False
+    local_repository, local_tag = local.rsplit(":", 1)
+    client.tag(remote, local_repository, local_tag, force=True)
+    log.write(f"# phase 1 skipped: reused {remote} (same deps key)\n")
+    return True
 
 
 def _image_id(client: docker.APIClient, ref: str) -> str | None:
@@ -176,7 +203,6 @@ def build_image(
     console: Console | None = None,
     log_dir: Path = LOG_DIR,
     root: Path = REPO_ROOT,
-    deps_state: Path = DEPS_STATE,
 ) -> BuildResult:
     """Build one line x flavor; on success tag it short and full, on failure raise BuildError (no tag).
 
@@ -215,15 +241,11 @@ def build_image(
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{line.tag}-{request.flavor}-{stamp}.log"
-    deps_ref = f"{IMAGE_NAME}-deps:{line.short_tag(request.flavor)}"
+    local_deps = deps_ref(line, request.flavor)
     requirements = (dockerfile_file.parent / requirements_name(request.flavor)).read_bytes()
     base_id = _image_id(client, request.base_image or line.base_image) or "missing"
     key = deps_key(text, requirements, buildargs, inputs, base_id)
-    state = json.loads(deps_state.read_text()) if deps_state.is_file() else {}
-    known = state.get(deps_ref, {})
-    deps_current = (
-        not request.no_cache and known.get("key") == key and known.get("id") == _image_id(client, deps_ref)
-    )
+    deps_current = not request.no_cache and _deps_key_of(client, local_deps) == key
 
     temp_ref = f"{IMAGE_NAME}-build:{uuid.uuid4().hex[:12]}"
     started = dt.datetime.now()
@@ -232,33 +254,31 @@ def build_image(
         log.write(
             f"# {IMAGE_NAME} {line.tag} {request.flavor}: {dockerfile}, build args {sorted(buildargs)}\n"
         )
+        if not deps_current and request.deps_image and not request.no_cache:
+            deps_current = reuse_pushed_deps(client, request.deps_image, local_deps, key, log)
         if not deps_current:
-            log.write(f"# phase 1: the deps stage as {deps_ref}\n")
+            log.write(f"# phase 1: the deps stage as {local_deps}\n")
             deps_outcome = _run_build(
                 client, inputs, log, console, f"{line.tag} {request.flavor} deps",
-                tag=deps_ref, target="deps", buildargs=buildargs, nocache=request.no_cache,
-                cache_from=list(request.cache_from) or None,
+                tag=local_deps, target="deps", buildargs=buildargs, nocache=request.no_cache,
+                labels={DEPS_KEY_LABEL: key},
             )  # fmt: skip
             if not deps_outcome.ok:
                 raise BuildError(failure_report(deps_outcome, log_path))
-            state[deps_ref] = {"key": key, "id": _image_id(client, deps_ref)}
-            deps_state.parent.mkdir(parents=True, exist_ok=True)
-            deps_state.write_text(json.dumps(state, indent=2) + "\n")
         else:
-            log.write(f"# phase 1 skipped: {deps_ref} is current\n")
-        log.write(f"# phase 2: the project and final stages on {deps_ref}\n")
+            log.write(f"# phase 1 skipped: {local_deps} is current\n")
+        log.write(f"# phase 2: the project and final stages on {local_deps}\n")
         app_args = {k: v for k, v in buildargs.items() if k not in ("INDEX_URL", "EXTRA_INDEX_URL")}
         app_inputs = replace(
             inputs,
             extra_ca=None,  # the builder stage is not in this Dockerfile: no CA, no wheelhouse, no index
             wheelhouse=None,
             dockerfile=f".build/{dockerfile_file.name}",
-            extra_files=((f".build/{dockerfile_file.name}", app_dockerfile(text, deps_ref).encode()),),
+            extra_files=((f".build/{dockerfile_file.name}", app_dockerfile(text, local_deps).encode()),),
         )
         outcome = _run_build(
             client, app_inputs, log, console, f"{line.tag} {request.flavor}",
             tag=temp_ref, buildargs=app_args, labels=labels, nocache=request.no_cache,
-            cache_from=list(request.cache_from) or None,
         )  # fmt: skip
     seconds = (dt.datetime.now() - started).total_seconds()
 
@@ -291,7 +311,7 @@ def _request_from_args(args: argparse.Namespace) -> BuildRequest:
         wheelhouse=Path(args.wheelhouse) if args.wheelhouse else None,
         extra_ca=Path(args.extra_ca_cert) if args.extra_ca_cert else None,
         no_cache=args.no_cache,
-        cache_from=tuple(args.cache_from),
+        deps_image=args.deps_image,
         uid=args.uid,
         gid=args.gid,
     )
@@ -339,8 +359,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     build.add_argument(
-        "--cache-from", action="append", default=[], metavar="IMAGE",
-        help="an image whose layers may be reused, e.g. the last pushed one (repeatable)",
+        "--deps-image", metavar="REF",
+        help="a pushed deps image (make push pushes REGISTRY/pytorch-cuda-deps:TAG) to pull and reuse "
+        "when it was built from the same inputs; CI's layer cache",
     )  # fmt: skip
     build.add_argument("--uid", type=int, default=1000, help="UID of the image's user (default: %(default)s)")
     build.add_argument("--gid", type=int, default=1000, help="GID of the image's user (default: %(default)s)")

@@ -25,6 +25,11 @@ def api_client(timeout: int = 3600) -> docker.APIClient:
     return client
 
 
+def deps_ref(line: ImageLine, flavor: str, repository: str = f"{IMAGE_NAME}-deps") -> str:
+    """The deps stage's own image (base, Python, user, venv), e.g. pytorch-cuda-deps:v2.8."""
+    return f"{repository}:{line.short_tag(flavor)}"
+
+
 def image_refs(line: ImageLine, flavor: str, repository: str = IMAGE_NAME) -> tuple[str, str]:
     """(short, full) references: pytorch-cuda:v2.8 and pytorch-cuda:2.8.0-cuda12.8-cudnn9-py3.13-runtime."""
     return f"{repository}:{line.short_tag(flavor)}", f"{repository}:{line.full_tag(flavor)}"

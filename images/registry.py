@@ -1,4 +1,9 @@
-"""`python -m images push`: tag the built image for a registry and push its short and full tags."""
+"""`python -m images push`: tag the built image for a registry and push its short and full tags.
+
+The deps image (pytorch-cuda-deps:TAG) is pushed too: it shares its layers with the image, so the registry
+stores nothing twice, and a later build elsewhere (CI) pulls it with `build --deps-image` instead of
+re-downloading 4 GB of wheels when its inputs are unchanged.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from docker.errors import APIError, ImageNotFound
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-from images.engine import EngineError, api_client, image_refs
+from images.engine import EngineError, api_client, deps_ref, image_refs
 from images.matrix import IMAGE_NAME, ImageLine, load_matrix
 
 
@@ -80,11 +85,32 @@ def push_line(
     return pushed
 
 
+def push_deps(
+    line: ImageLine,
+    flavor: str,
+    registry: str,
+    console: Console | None = None,
+    client: docker.APIClient | None = None,
+) -> Pushed | None:
+    """Push REGISTRY/pytorch-cuda-deps:TAG; None when this engine has no deps image (built elsewhere)."""
+    client = client or api_client()
+    local, remote = deps_ref(line, flavor), deps_ref(line, flavor, f"{registry}/{IMAGE_NAME}-deps")
+    try:
+        client.inspect_image(local)
+    except ImageNotFound:
+        return None
+    repository, remote_tag = remote.rsplit(":", 1)
+    client.tag(local, repository, remote_tag, force=True)
+    return push_ref(client, remote, console)
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     registry = args.registry.rstrip("/")
     try:
-        pushed = push_line(load_matrix().get(args.tag), args.flavor, registry, console)
+        line = load_matrix().get(args.tag)
+        pushed = push_line(line, args.flavor, registry, console)
+        deps = push_deps(line, args.flavor, registry, console)
     except (EngineError, PushError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -93,4 +119,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         return 1
     for item in pushed:
         print(f"pushed {item.ref}@{item.digest}")
+    if deps is None:
+        print("no local deps image to push (this image was built elsewhere); `build --deps-image` needs one")
+    else:
+        print(f"pushed {deps.ref}@{deps.digest} (layer cache for `build --deps-image`)")
     return 0
