@@ -142,7 +142,7 @@ def test_layer_cache_from_the_registry_except_for_the_weekly_rebuild() -> None:
     job = images_wf()["jobs"]["build"]
     cache = next(s for s in job["steps"] if s.get("id") == "cache")
     assert cache["if"] == "github.event_name != 'schedule'"
-    assert "--cache-from" in cache["run"]
+    assert "--deps-image" in cache["run"] and "-deps:$SHORT_TAG" in cache["run"]
     build = next(s for s in job["steps"] if "make build" in s.get("run", ""))
     assert build["env"]["BUILD_ARGS"] == "${{ steps.cache.outputs.build_args }}"
 
@@ -151,7 +151,7 @@ def test_build_cli_accepts_the_flags_the_workflow_passes() -> None:
     """The workflow hands BUILD_ARGS to `python -m images build`; every flag it uses must exist there."""
     text = (REPO / ".github" / "workflows" / "images.yml").read_text(encoding="utf-8")
     flags = set(re.findall(r"build_args=(--[\w-]+)", text))
-    assert flags == {"--cache-from"}
+    assert flags == {"--deps-image"}
     help_text = subprocess.run(
         [sys.executable, "-m", "images", "build", "--help"],
         cwd=REPO,
