@@ -98,7 +98,7 @@ DEPS_END = "# --- end deps ---"
 DEPS_KEY_LABEL = "org.pytorch-cuda.deps-key"
 
 
-def app_dockerfile(text: str, deps_ref: str) -> str:
+def app_dockerfile(text: str, deps_image: str) -> str:
     """The same Dockerfile with its builder and deps stages replaced by the already-built deps image.
 
     The classic builder evaluates every stage and hashes the whole 7 GB venv for the cache lookup of its
@@ -112,7 +112,7 @@ def app_dockerfile(text: str, deps_ref: str) -> str:
         )
     head, rest = text.split(DEPS_BEGIN + "\n", 1)
     _, tail = rest.split(DEPS_END + "\n", 1)
-    return f"{head}{DEPS_BEGIN}\nFROM {deps_ref} AS deps\n{DEPS_END}\n{tail}"
+    return f"{head}{DEPS_BEGIN}\nFROM {deps_image} AS deps\n{DEPS_END}\n{tail}"
 
 
 def deps_key(

@@ -50,6 +50,7 @@ def test_deps_image_round_trip_through_a_registry(
     api.remove_image(local, noprune=True)  # untag: the layers stay, as the built image still uses them
     api.remove_image(remote, noprune=True)
     reused = build_image(_request(matrix_line, build_secrets, deps_image=remote), client=api)
+    api.remove_image(remote, noprune=True)  # the pulled registry name; the local deps tag stays
     assert reused.deps_outcome is None, "the pulled deps image was not reused"
     assert f"phase 1 skipped: reused {remote} (same deps key)" in reused.log_path.read_text()
     deps_layers = docker_client.images.get(local).attrs["RootFS"]["Layers"]
@@ -85,5 +86,6 @@ def test_a_deps_image_built_from_other_inputs_is_not_reused(
     )
     assert "built from other inputs" in log.getvalue()
     assert docker_client.images.get(local).id == before, "the stale image replaced the local deps image"
+    api.remove_image(stale, noprune=True)  # pulled again by reuse_pushed_deps; leave no registry names
     assert not reuse_pushed_deps(api, f"{local_registry}/pytorch-cuda-deps:missing", local, "x", log)
     assert "could not be pulled" in log.getvalue()
