@@ -62,6 +62,7 @@ class BuildResult:
     seconds: float
     outcome: StreamOutcome  # the final stage's build
     deps_outcome: StreamOutcome | None = None  # the deps image's build; None when it was current
+    removed: tuple[str, ...] = ()  # images this build made obsolete and removed (short ids)
 
 
 def git_revision(root: Path = REPO_ROOT) -> str:
@@ -246,6 +247,8 @@ def build_image(
     base_id = _image_id(client, request.base_image or line.base_image) or "missing"
     key = deps_key(text, requirements, buildargs, inputs, base_id)
     deps_current = not request.no_cache and _deps_key_of(client, local_deps) == key
+    short, full = image_refs(line, request.flavor)
+    superseded = [i for i in (_image_id(client, ref) for ref in (short, full, local_deps)) if i]
 
     temp_ref = f"{IMAGE_NAME}-build:{uuid.uuid4().hex[:12]}"
     started = dt.datetime.now()
@@ -265,6 +268,9 @@ def build_image(
             )  # fmt: skip
             if not deps_outcome.ok:
                 raise BuildError(failure_report(deps_outcome, log_path))
+            # The builder stage's result was only the source of `COPY --from=builder`: a venv-sized image
+            # (7.5 GB for v2.8) that no later build reads, since phase 2 starts from the deps image.
+            remove_unused_images(client, deps_outcome.stage_ends, log)
         else:
             log.write(f"# phase 1 skipped: {local_deps} is current\n")
         log.write(f"# phase 2: the project and final stages on {local_deps}\n")
@@ -285,12 +291,42 @@ def build_image(
     if not outcome.ok:
         _remove_quietly(client, temp_ref)
         raise BuildError(failure_report(outcome, log_path))
-    short, full = image_refs(line, request.flavor)
     for ref in (short, full):
         repository, tag = ref.rsplit(":", 1)
         client.tag(temp_ref, repository, tag, force=True)
     _remove_quietly(client, temp_ref)  # drops only the temporary name; the image keeps its real tags
-    return BuildResult(outcome.image_id or "", (short, full), log_path, seconds, outcome, deps_outcome)
+    # The images the tags moved away from (older final image first: it is the deps image's child).
+    with log_path.open("a") as log:
+        removed = remove_unused_images(client, superseded, log)
+    return BuildResult(
+        outcome.image_id or "", (short, full), log_path, seconds, outcome, deps_outcome, tuple(removed)
+    )
+
+
+def remove_unused_images(client: docker.APIClient, image_ids: list[str], log: IO[str]) -> list[str]:
+    """Remove images a build made obsolete, each only while nothing uses it; returns the removed short ids.
+
+    A rebuild otherwise leaves a venv-sized image behind every time (the old deps image, the builder stage),
+    and the engine's disk fills up within a few rebuilds. An image that still has a tag, a container or a
+    child image is kept: the engine refuses to remove it without force, and we never force.
+    """
+    removed = []
+    for image_id in image_ids:
+        try:
+            info = client.inspect_image(image_id)
+        except APIError:
+            continue  # already gone (the same image listed twice, or removed with its child)
+        short_id = str(info["Id"]).removeprefix("sha256:")[:12]
+        if info.get("RepoTags"):
+            continue  # still someone's image (or still current): not obsolete
+        try:
+            client.remove_image(info["Id"])
+        except APIError as exc:
+            log.write(f"# kept {short_id}: {exc.explanation or exc}\n")
+            continue
+        log.write(f"# removed {short_id}: obsolete after this build, nothing used it\n")
+        removed.append(short_id)
+    return removed
 
 
 def _remove_quietly(client: docker.APIClient, ref: str) -> None:
@@ -331,6 +367,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     print(f"built {result.image_id[:19]} in {result.seconds:.0f} s; tagged {' and '.join(result.tags)}")
+    if result.removed:
+        print(f"removed {len(result.removed)} image(s) this build made obsolete: {', '.join(result.removed)}")
     print(f"log: {result.log_path}")
     return 0
 

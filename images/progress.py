@@ -26,6 +26,10 @@ from rich.progress import (
 )
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
+LAYER_RE = re.compile(
+    r"^ ---> ([0-9a-f]{12,64})$"
+)  # the image a step produced (not "Running in", "Using cache")
+NO_SPACE = "no space left on device"
 TAIL_LINES = 30
 
 
@@ -45,6 +49,9 @@ class StreamOutcome:
     failed_step: Step | None = None
     steps: list[Step] = field(default_factory=list)
     step_seconds: dict[int, float] = field(default_factory=dict)
+    # The last image of every stage before the final one (short ids): in a multi-stage build those are the
+    # builder stages' results, needed only as `COPY --from` sources once the build has succeeded.
+    stage_ends: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -74,6 +81,7 @@ def follow_build(
     """Consume the stream, showing progress on `console` (None: quiet) and copying every line to `log`."""
     outcome = StreamOutcome()
     current: Step | None = None
+    last_layer: str | None = None
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.fields[title]}[/]"),
@@ -105,6 +113,9 @@ def follow_build(
                 if current is not None:
                     outcome.step_seconds[current.number] = now - current.started
                 current = Step(int(match.group(1)), int(match.group(2)), match.group(3), now)
+                if current.instruction.upper().startswith("FROM ") and last_layer is not None:
+                    outcome.stage_ends.append(last_layer)
+                last_layer = None
                 outcome.steps.append(current)
                 short = (
                     current.instruction
@@ -115,6 +126,9 @@ def follow_build(
                 continue
             if current is not None:
                 current.output.append(text)
+            layer = LAYER_RE.match(text)
+            if layer:
+                last_layer = layer.group(1)
             success = re.match(r"^Successfully built ([0-9a-f]+)$", text)
             if success and outcome.image_id is None:
                 outcome.image_id = success.group(1)
@@ -135,5 +149,11 @@ def failure_report(outcome: StreamOutcome, log_path: Path) -> str:
         lines += [f"  | {text}" for text in step.output]
     else:
         lines.append(f"build failed before the first step: {outcome.error}")
+    if NO_SPACE in (outcome.error or "") or (step is not None and any(NO_SPACE in t for t in step.output)):
+        lines.append(
+            "the engine's disk is full: a build needs room for the venv twice (the builder stage and its "
+            "copy in the image); fix: `docker image prune` (or `docker system "
+            "df` to see what holds the space), then build again"
+        )
     lines.append(f"full log: {log_path}")
     return "\n".join(lines)

@@ -135,6 +135,43 @@ def test_follow_build_failure_reports_the_step_and_its_last_30_lines(tmp_path: P
     assert f"full log: {tmp_path / 'x.log'}" in report
 
 
+def test_follow_build_records_the_last_image_of_every_stage_before_the_final_one() -> None:
+    """Those are the builder stages' results, which the build removes once the deps image exists."""
+    events = [
+        {"stream": "Step 1/5 : FROM debian:trixie-slim AS builder\n"},
+        {"stream": " ---> 51cebcdd1b12\n"},
+        {"stream": "Step 2/5 : RUN pip install torch\n"},
+        {"stream": " ---> Running in 0f1e2d3c4b5a\n"},  # a container, not an image
+        {"stream": " ---> Removed intermediate container 0f1e2d3c4b5a\n"},
+        {"stream": " ---> aaaaaaaaaaaa\n"},
+        {"stream": "Step 3/5 : FROM debian:trixie-slim AS deps\n"},
+        {"stream": " ---> 51cebcdd1b12\n"},
+        {"stream": "Step 4/5 : COPY --from=builder /opt/venv /opt/venv\n"},
+        {"stream": " ---> Using cache\n"},
+        {"stream": " ---> bbbbbbbbbbbb\n"},
+        {"stream": "Step 5/5 : LABEL k=v\n"},
+        {"stream": " ---> cccccccccccc\n"},
+        {"aux": {"ID": "sha256:" + "cc" * 32}},
+    ]
+    outcome = follow_build(events, io.StringIO())
+    assert outcome.ok and outcome.stage_ends == ["aaaaaaaaaaaa"]
+    assert follow_build(classic_stream(fail=False), io.StringIO()).stage_ends == []  # one stage
+
+
+def test_a_full_disk_is_named_with_the_fix(tmp_path: Path) -> None:
+    message = "Error processing tar file(exit status 1): write /opt/venv/x.pyc: no space left on device"
+    events = [
+        {"stream": "Step 1/1 : COPY --from=builder /opt/venv /opt/venv\n"},
+        {"stream": message + "\n"},
+        {"errorDetail": {"message": message}, "error": message},
+    ]
+    report = failure_report(follow_build(events, io.StringIO()), tmp_path / "x.log")
+    assert "the engine's disk is full" in report and "docker image prune" in report
+    assert "disk is full" not in failure_report(
+        follow_build(classic_stream(fail=True), io.StringIO()), tmp_path / "x.log"
+    )
+
+
 def test_unknown_tag_lists_the_known_ones_and_exits_2() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "images", "build", "--tag", "v9.9"], cwd=REPO, capture_output=True, text=True
