@@ -46,6 +46,14 @@ dockerfiles: ## render images/<tag>/Dockerfile(s) and the README matrix table fr
 	$(IMAGES) dockerfiles
 	$(IMAGES) readme
 
+.PHONY: lock
+lock: ## resolve every image's packages into images/<tag>/requirements.lock, each pinned to its wheel's sha256
+	$(IMAGES) lock
+
+.PHONY: lock-check
+lock-check: ## fail when a requirements.lock is stale (offline)
+	$(IMAGES) lock --check
+
 .PHONY: build
 build: ## build pytorch-cuda:TAG (FLAVOR) with the Docker Engine API
 	$(IMAGES) build --tag $(TAG) --flavor $(FLAVOR) $(ca_flag) $(BUILD_ARGS)

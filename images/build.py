@@ -26,8 +26,9 @@ from rich.console import Console
 
 from images import registry, run_verify
 from images.context import ContextError, ContextInputs, build_context
-from images.dockerfile import REPO_ROOT, dockerfile_path, render_dockerfile, requirements_name
+from images.dockerfile import REPO_ROOT, dockerfile_path, lock_name, render_dockerfile
 from images.engine import EngineError, api_client, deps_ref, image_refs
+from images.lock import lock_problems
 from images.matrix import FLAVORS, IMAGE_NAME, ImageLine, Matrix, MatrixError, load_matrix
 from images.progress import StreamOutcome, failure_report, follow_build
 
@@ -117,13 +118,13 @@ def app_dockerfile(text: str, deps_image: str) -> str:
 
 
 def deps_key(
-    dockerfile_text: str, requirements: bytes, buildargs: dict[str, str], inputs: ContextInputs, base_id: str
+    dockerfile_text: str, lock: bytes, buildargs: dict[str, str], inputs: ContextInputs, base_id: str
 ) -> str:
     """Everything the builder and deps stages depend on; the deps image is rebuilt when this changes."""
     digest = hashlib.sha256()
     for part in (
         dockerfile_text.split(DEPS_END)[0].encode(),
-        requirements,
+        lock,
         json.dumps(sorted(buildargs.items())).encode(),
         inputs.extra_ca.read_bytes() if inputs.extra_ca else b"",
         json.dumps(
@@ -218,6 +219,9 @@ def build_image(
             f"fix: pick one of them"
         )
     dockerfile_file = check_dockerfile_current(line, request.flavor, root)
+    stale_lock = lock_problems(line, request.flavor, root / "images")
+    if stale_lock:  # the image would install another package set than its labels and manifest say
+        raise MatrixError(f"{'; '.join(stale_lock)}; fix: make lock")
     dockerfile = dockerfile_file.relative_to(root).as_posix()
     text = dockerfile_file.read_text()
     inputs = ContextInputs(root, dockerfile, request.extra_ca, request.wheelhouse)
@@ -243,9 +247,9 @@ def build_image(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{line.tag}-{request.flavor}-{stamp}.log"
     local_deps = deps_ref(line, request.flavor)
-    requirements = (dockerfile_file.parent / requirements_name(request.flavor)).read_bytes()
+    lock = (dockerfile_file.parent / lock_name(request.flavor)).read_bytes()
     base_id = _image_id(client, request.base_image or line.base_image) or "missing"
-    key = deps_key(text, requirements, buildargs, inputs, base_id)
+    key = deps_key(text, lock, buildargs, inputs, base_id)
     deps_current = not request.no_cache and _deps_key_of(client, local_deps) == key
     short, full = image_refs(line, request.flavor)
     superseded = [i for i in (_image_id(client, ref) for ref in (short, full, local_deps)) if i]

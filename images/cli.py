@@ -18,6 +18,8 @@ examples:
   python -m images pins-check                # fail when recorded pins and wheels disagree
   python -m images dockerfiles               # render images/<tag>/Dockerfile for every line and flavor
   python -m images dockerfiles --check       # fail when a committed Dockerfile is stale
+  python -m images lock                      # resolve every image's packages into hash-pinned .lock files
+  python -m images lock --check              # fail when a lock is stale (offline)
   python -m images readme --check            # fail when the README's matrix table is stale
   python -m images ci-matrix                 # the (tag x flavor) job matrix as JSON, for GitHub Actions
   python -m images build --tag v2.8          # build pytorch-cuda:v2.8 through the Docker Engine API
@@ -36,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # One module per job; each registers its own subcommands (imported here to keep --help fast).
-    from images import ci, dockerfile, lint, pins, readme
+    from images import ci, dockerfile, lint, lock, pins, readme
 
-    for module in (pins, readme, dockerfile, ci, lint):
+    for module in (pins, readme, dockerfile, lock, ci, lint):
         module.add_parsers(sub)
     try:
         from images import build

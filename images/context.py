@@ -62,14 +62,16 @@ def check_extra_ca(path: Path) -> bytes:
 def wheel_files(path: Path) -> list[Path]:
     if not path.is_dir():
         raise ContextError(
-            f"--wheelhouse: {path} is not a directory; fix: pass a folder of .whl files "
-            "(e.g. made with `pip download -d DIR -r images/v2.8/requirements.txt`)"
+            f"--wheelhouse: {path} is not a directory; fix: pass a folder holding the wheels "
+            "images/<tag>/requirements.lock names (`pip download -d DIR --no-deps --only-binary=:all: "
+            "-r images/<tag>/requirements.lock`, run with the image's Python on linux x86_64)"
         )
     wheels = sorted(path.glob("*.whl"))
     if not wheels:
         raise ContextError(
-            f"--wheelhouse: {path} holds no .whl file; fix: fill it with `pip download -d {path} "
-            "--only-binary=:all: -r images/<tag>/requirements.txt`"
+            f"--wheelhouse: {path} holds no .whl file; fix: fill it with `pip download -d {path} --no-deps "
+            "--only-binary=:all: -r images/<tag>/requirements.lock` (run with the image's Python on linux "
+            "x86_64)"
         )
     return wheels
 

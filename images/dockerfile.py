@@ -43,6 +43,11 @@ def requirements_name(flavor: str) -> str:
     return "requirements.txt" if flavor == "runtime" else f"requirements-{flavor}.txt"
 
 
+def lock_name(flavor: str) -> str:
+    """The hash-pinned resolution of requirements_name(flavor), written by `make lock` (images/lock.py)."""
+    return requirements_name(flavor).removesuffix(".txt") + ".lock"
+
+
 def line_dir(line: ImageLine, root: Path = IMAGES_DIR) -> Path:
     return root / line.tag
 
@@ -111,7 +116,7 @@ def render_dockerfile(line: ImageLine, flavor: str, template_dir: Path = TEMPLAT
         nccl=pins.nccl,
         base_image=line.base_image,
         dockerfile_name=dockerfile_name(flavor),
-        requirements_name=requirements_name(flavor),
+        lock_name=lock_name(flavor),
         apt_packages=list(APT_PACKAGES[flavor]),
         labels=line.labels(flavor),
     )

@@ -7,6 +7,7 @@ images behind, until the engine's disk was full.
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 import docker
@@ -23,7 +24,12 @@ pytestmark = pytest.mark.slow
 
 
 def _rebuild(api: docker.APIClient, line: ImageLine, secrets: BuildSecrets) -> BuildResult:
-    request = BuildRequest(tag=line.tag, extra_ca=secrets.ca_bundle, index_url=secrets.index_url)
+    """A rebuild (the deps image is current: a few seconds) that is sure to be a new image: the build-time
+    label has one-second resolution, and two rebuilds can fall in the same second."""
+    request = BuildRequest(
+        tag=line.tag, extra_ca=secrets.ca_bundle, index_url=secrets.index_url,
+        extra_labels={"org.pytorch-cuda.test.rebuild": uuid.uuid4().hex},
+    )  # fmt: skip
     return build_image(request, client=api)
 
 
@@ -48,8 +54,6 @@ def test_a_rebuild_removes_the_image_it_replaced_but_keeps_one_a_container_uses(
     matrix_line: ImageLine,
 ) -> None:
     api = docker_client.api
-    # The final stage carries the build time as a label, so every rebuild is a new image (a few seconds:
-    # the deps image is current).
     first = docker_client.images.get(build_result.tags[0]).id
     container = docker_client.containers.create(first, command=["true"])
     try:

@@ -142,7 +142,11 @@ def test_layer_order_puts_the_project_last(matrix: Matrix) -> None:
     text = df.render_dockerfile(matrix.get("v2.8"), "runtime")
     parts = stages(text)
     # The heavy requirements in the builder; the project's sources only in the project stage ...
-    assert "-r /tmp/build/requirements.txt" in parts["builder"] and "verify/" not in parts["builder"]
+    assert (
+        "--require-hashes" in parts["builder"]
+        and "-r /tmp/build/requirements.lock" in parts["builder"]
+        and "verify/" not in parts["builder"]
+    )
     assert "COPY verify/ /tmp/src/verify/" in parts["project"] and "--no-index" in parts["project"]
     assert parts["project"].startswith("FROM deps AS project\n")  # needs neither the builder nor its CA
     # ... and in the image, the venv copy before the services and the project's wheel.

@@ -1,0 +1,283 @@
+"""`lock` and `lock --check`: every package of an image, resolved once and pinned to the sha256 of its wheel.
+
+requirements.txt names what a line asks for (torch and the packages on top). The hundred-odd packages those
+pull in would otherwise be resolved anew by every build, so two builds a week apart install different code.
+`lock` resolves each line x flavor with pip's own resolver for the image's target (CPython X.Y, linux x86_64,
+manylinux up to glibc 2.41, wheels only) without installing anything (`pip install --dry-run --report`), and
+writes images/<tag>/requirements[-flavor].lock: every distribution `==` its version with the sha256 of the
+exact wheel. The builder stage installs from the lock with `--require-hashes`, so a build installs those very
+files or stops. `lock --check` is offline: it fails when a lock is missing, was resolved from another
+requirements file, or disagrees with requirements.txt or with the torch wheel pins.toml was read from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from images.dockerfile import IMAGES_DIR, REPO_ROOT, line_dir, lock_name, requirements_name, write_atomically
+from images.matrix import ImageLine, Matrix, load_matrix
+from images.packages import GLIBC_MINOR_MAX
+from images.wheelindex import index_url_default
+
+MIN_PIP = Version("23.0")  # `install --dry-run --report` with platform options
+REQUIREMENTS_SHA_RE = re.compile(r"^# requirements sha256: ([0-9a-f]{64})$", re.MULTILINE)
+ENTRY_RE = re.compile(
+    r"^([A-Za-z0-9._-]+(?:\[[A-Za-z0-9_,.-]+\])?)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$"
+)
+
+
+class LockError(RuntimeError):
+    """pip could not resolve a line (exit 1), with pip's own words and the fix."""
+
+
+@dataclass(frozen=True)
+class Locked:
+    """One distribution of the image: its name (with the extras asked for), version and wheel digest."""
+
+    name: str
+    version: str
+    sha256: str
+    extras: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return canonicalize_name(self.name)
+
+    def render(self) -> str:
+        extras = f"[{','.join(self.extras)}]" if self.extras else ""
+        return f"{self.name}{extras}=={self.version} \\\n    --hash=sha256:{self.sha256}"
+
+
+def target_platforms() -> list[str]:
+    """pip's --platform takes exact tags: list every manylinux baseline the image's glibc (2.41) runs."""
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(GLIBC_MINOR_MAX, 4, -1)]
+    return [*platforms, "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+
+
+def pip_command(
+    requirements: Path, python: str, report: Path, index_url: str, cert: Path | None
+) -> list[str]:
+    """The resolution for the image's target; run it with `pip_environment()`."""
+    major, minor = python.split(".")
+    command = [
+        sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input",
+        "install", "--dry-run", "--ignore-installed", "--only-binary=:all:",
+        "--python-version", python, "--implementation", "cp", "--abi", f"cp{major}{minor}",
+        "--index-url", index_url, "--report", str(report), "-r", str(requirements),
+    ]  # fmt: skip
+    for platform in target_platforms():
+        command += ["--platform", platform]
+    if cert is not None:
+        command += ["--cert", str(cert)]
+    return command
+
+
+def pip_environment() -> dict[str, str]:
+    """This process's environment without pip's settings: a machine's pip.conf (a version cap, a local
+    find-links folder) or PIP_* variables must not leak into every image. (`pip --isolated` would still read
+    the site-wide /etc config.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    return env
+
+
+def check_pip() -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        have = Version(version("pip"))
+    except PackageNotFoundError:
+        have = Version("0")
+    if have < MIN_PIP:
+        raise LockError(
+            f"`lock` needs pip >= {MIN_PIP} in {sys.executable} (has {have}); fix: pip install -U pip"
+        )
+
+
+def parse_report(report: dict) -> list[Locked]:
+    """pip's installation report (format version 1) -> the lock's entries, sorted by name."""
+    if str(report.get("version")) != "1":
+        raise LockError(f"pip wrote an installation report of version {report.get('version')!r}, not 1")
+    entries = []
+    for item in report["install"]:
+        meta = item["metadata"]
+        archive = (item.get("download_info") or {}).get("archive_info") or {}
+        sha256 = (archive.get("hashes") or {}).get("sha256")
+        if not sha256 or not item["download_info"]["url"].endswith(".whl"):
+            raise LockError(f"{meta['name']} {meta['version']}: pip reported no wheel with a sha256")
+        extras = tuple(sorted(item.get("requested_extras") or ()))
+        entries.append(Locked(meta["name"], meta["version"], sha256, extras))
+    return sorted(entries, key=lambda e: e.key)
+
+
+def resolve(
+    requirements: Path, python: str, *, index_url: str | None = None, cert: Path | None = None
+) -> list[Locked]:
+    check_pip()
+    with tempfile.TemporaryDirectory(prefix="pytorch-cuda-lock-") as tmp:
+        report = Path(tmp) / "report.json"
+        command = pip_command(requirements, python, report, index_url or index_url_default(), cert)
+        proc = subprocess.run(command, capture_output=True, text=True, check=False, env=pip_environment())
+        if proc.returncode != 0 or not report.is_file():
+            said = [
+                line
+                for line in (proc.stdout + proc.stderr).splitlines()
+                if line.strip()
+                and not line.lstrip().startswith(("Collecting", "Downloading", "Using cached"))
+            ]
+            tail = "\n".join(f"  | {line}" for line in said[-15:])
+            raise LockError(
+                f"pip could not resolve {requirements} for CPython {python} linux x86_64:\n{tail}\n"
+                "fix: change the pins in images/matrix.toml (then make dockerfiles), or pass "
+                "--index-url/--cert if the index is not reachable"
+            )
+        return parse_report(json.loads(report.read_text()))
+
+
+def render_lock(line: ImageLine, flavor: str, requirements_text: str, entries: list[Locked]) -> str:
+    digest = hashlib.sha256(requirements_text.encode()).hexdigest()
+    header = [
+        f"# pytorch-cuda {line.tag} ({flavor}): GENERATED by `make lock` from {requirements_name(flavor)}; "
+        "do not edit.",
+        f"# Every distribution of the image, resolved by pip for CPython {line.python}, linux x86_64 "
+        f"(manylinux, glibc <= 2.{GLIBC_MINOR_MAX}), wheels only,",
+        "# each pinned to the sha256 of its wheel: the builder installs it with --require-hashes.",
+        f"# requirements sha256: {digest}",
+    ]
+    return "\n".join(header + [e.render() for e in entries]) + "\n"
+
+
+def parse_lock(text: str, source: str) -> tuple[str | None, list[Locked]]:
+    """(the requirements digest it was resolved from, its entries); malformed entry lines raise LockError."""
+    match = REQUIREMENTS_SHA_RE.search(text)
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    entries = []
+    for chunk in re.split(r"\n(?=\S)", body.strip()):
+        found = ENTRY_RE.match(chunk)
+        if not found:
+            raise LockError(f"{source}: not an `name==version --hash=sha256:...` entry: {chunk[:80]!r}")
+        spec, version, sha256 = found.groups()
+        name, _, extras = spec.partition("[")
+        entries.append(Locked(name, version, sha256, tuple(extras.rstrip("]").split(",")) if extras else ()))
+    return (match.group(1) if match else None), entries
+
+
+def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list[str]:
+    """Why the committed lock of line x flavor cannot be trusted (empty: it can). Offline."""
+    directory = line_dir(line, root)
+    requirements = directory / requirements_name(flavor)
+    lock = directory / lock_name(flavor)
+    where = _relative(lock)
+    if not lock.is_file():
+        return [f"{where}: missing"]
+    try:
+        recorded, entries = parse_lock(lock.read_text(), where)
+    except LockError as exc:
+        return [str(exc)]
+    problems = []
+    if recorded != hashlib.sha256(requirements.read_bytes()).hexdigest():
+        problems.append(f"{where}: resolved from another {requirements.name} (it changed since)")
+    locked = {e.key: e for e in entries}
+    for raw in requirements.read_text().splitlines():
+        if not raw.strip() or raw.startswith("#"):
+            continue
+        try:
+            req = Requirement(raw)
+        except InvalidRequirement:
+            problems.append(f"{requirements.name}: cannot parse {raw!r}")
+            continue
+        entry = locked.get(canonicalize_name(req.name))
+        if entry is None:
+            problems.append(f"{where}: {req.name} from {requirements.name} is not in the lock")
+        elif not req.specifier.contains(entry.version, prereleases=True):
+            problems.append(
+                f"{where}: {req.name} {entry.version}, but {requirements.name} asks {req.specifier}"
+            )
+    pins = line.pins
+    if pins is not None:
+        torch = locked.get("torch")
+        if torch is not None and pins.sha256 and torch.sha256 != pins.sha256:
+            problems.append(
+                f"{where}: torch wheel sha256 {torch.sha256[:12]}..., pins.toml read {pins.wheel} "
+                f"({pins.sha256[:12]}...)"
+            )
+        for name, version in sorted(pins.nvidia.items()):
+            entry = locked.get(canonicalize_name(name))
+            if entry is not None and entry.version != version:
+                problems.append(
+                    f"{where}: {name} {entry.version}, pins.toml (from the torch wheel) {version}"
+                )
+    return problems
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    matrix: Matrix = load_matrix()
+    root = Path(args.root)
+    lines = [matrix.get(args.tag)] if args.tag else list(matrix.lines)
+    if args.check:
+        problems = [p for line in lines for flavor in line.flavors for p in lock_problems(line, flavor, root)]
+        for problem in problems:
+            print(f"stale: {problem}", file=sys.stderr)
+        if problems:
+            print("fix: make lock (then commit the result)", file=sys.stderr)
+            return 1
+        print(f"{sum(len(line.flavors) for line in lines)} locks are current")
+        return 0
+    cert = Path(args.cert) if args.cert else None
+    for line in lines:
+        for flavor in line.flavors:
+            requirements = line_dir(line, root) / requirements_name(flavor)
+            try:
+                entries = resolve(requirements, line.python, index_url=args.index_url, cert=cert)
+            except LockError as exc:
+                print(f"error: {line.tag} ({flavor}): {exc}", file=sys.stderr)
+                return 1
+            path = line_dir(line, root) / lock_name(flavor)
+            write_atomically(path, render_lock(line, flavor, requirements.read_text(), entries))
+            problems = lock_problems(line, flavor, root)
+            if problems:  # e.g. pip picked another torch wheel than pins.toml was read from
+                for problem in problems:
+                    print(f"error: {problem}", file=sys.stderr)
+                print("fix: make pins, make dockerfiles, then make lock again", file=sys.stderr)
+                return 1
+            print(f"wrote {_relative(path)} ({len(entries)} distributions)")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "lock",
+        help="resolve each line's requirements into a hash-pinned requirements.lock (--check: offline)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 naming each stale lock; no network")
+    parser.add_argument("--tag", help="only this line (default: every line)")
+    parser.add_argument(
+        "--index-url", help="package index to resolve from (default: $PIP_INDEX_URL, else PyPI)"
+    )
+    parser.add_argument("--cert", help="CA bundle for a TLS-inspecting proxy between you and the index")
+    parser.add_argument(
+        "--root", default=str(IMAGES_DIR), help="folder holding the <tag>/ folders (default: %(default)s)"
+    )
+    parser.set_defaults(func=cmd_lock)
