@@ -177,7 +177,8 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _relative(path: Path) -> str:
+def repo_relative(path: Path) -> str:
+    """A path as people type it in this repository (absolute when it lies outside)."""
     try:
         return str(path.relative_to(REPO_ROOT))
     except ValueError:
@@ -191,9 +192,9 @@ def cmd_dockerfiles(args: argparse.Namespace) -> int:
     orphans = orphaned_files(rendered, Path(args.root))
     if args.check:
         for path in stale:
-            print(f"stale: {_relative(path)} does not match images/matrix.toml", file=sys.stderr)
+            print(f"stale: {repo_relative(path)} does not match images/matrix.toml", file=sys.stderr)
         for path in orphans:
-            print(f"orphaned: {_relative(path)} is no longer in images/matrix.toml", file=sys.stderr)
+            print(f"orphaned: {repo_relative(path)} is no longer in images/matrix.toml", file=sys.stderr)
         if stale or orphans:
             print("fix: make dockerfiles (then commit the result)", file=sys.stderr)
             return 1
@@ -202,10 +203,10 @@ def cmd_dockerfiles(args: argparse.Namespace) -> int:
     for item in rendered:
         if item.path in stale:
             write_atomically(item.path, item.text)
-            print(f"wrote {_relative(item.path)}")
+            print(f"wrote {repo_relative(item.path)}")
     for path in orphans:
         path.unlink()
-        print(f"removed {_relative(path)} (no longer in the matrix)")
+        print(f"removed {repo_relative(path)} (no longer in the matrix)")
         if not any(path.parent.iterdir()):
             path.parent.rmdir()
     print(f"{len(stale)} of {len(rendered)} generated files changed, {len(orphans)} removed")

@@ -27,7 +27,14 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from images.dockerfile import IMAGES_DIR, REPO_ROOT, line_dir, lock_name, requirements_name, write_atomically
+from images.dockerfile import (
+    IMAGES_DIR,
+    line_dir,
+    lock_name,
+    repo_relative,
+    requirements_name,
+    write_atomically,
+)
 from images.matrix import ImageLine, Matrix, load_matrix
 from images.packages import GLIBC_MINOR_MAX
 from images.wheelindex import index_url_default
@@ -180,7 +187,7 @@ def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list
     directory = line_dir(line, root)
     requirements = directory / requirements_name(flavor)
     lock = directory / lock_name(flavor)
-    where = _relative(lock)
+    where = repo_relative(lock)
     if not lock.is_file():
         return [f"{where}: missing"]
     try:
@@ -223,13 +230,6 @@ def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list
     return problems
 
 
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 def cmd_lock(args: argparse.Namespace) -> int:
     matrix: Matrix = load_matrix()
     root = Path(args.root)
@@ -260,7 +260,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
                     print(f"error: {problem}", file=sys.stderr)
                 print("fix: make pins, make dockerfiles, then make lock again", file=sys.stderr)
                 return 1
-            print(f"wrote {_relative(path)} ({len(entries)} distributions)")
+            print(f"wrote {repo_relative(path)} ({len(entries)} distributions)")
     return 0
 
 
