@@ -299,9 +299,11 @@ def build_image(
         repository, tag = ref.rsplit(":", 1)
         client.tag(temp_ref, repository, tag, force=True)
     _remove_quietly(client, temp_ref)  # drops only the temporary name; the image keeps its real tags
-    # The images the tags moved away from (older final image first: it is the deps image's child).
+    # The project stage's image (only the source of `COPY --from=project`), then the images the tags moved
+    # away from (the older final image first: it is the older deps image's child). The project stage's image
+    # is a child of the deps image too: left behind, it would keep a replaced deps image (7.5 GB) alive.
     with log_path.open("a") as log:
-        removed = remove_unused_images(client, superseded, log)
+        removed = remove_unused_images(client, [*outcome.stage_ends, *superseded], log)
     return BuildResult(
         outcome.image_id or "", (short, full), log_path, seconds, outcome, deps_outcome, tuple(removed)
     )

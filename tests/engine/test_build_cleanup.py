@@ -66,6 +66,14 @@ def test_a_rebuild_removes_the_image_it_replaced_but_keeps_one_a_container_uses(
 
     third = _rebuild(api, matrix_line, build_secrets)
     assert second.image_id.removeprefix("sha256:")[:12] in third.removed
+    # The project stage's image goes too (it is a child of the deps image, so it would keep a replaced deps
+    # image alive); the deps image it started from stays.
+    deps_id = docker_client.images.get(deps_ref(matrix_line, "runtime")).id.removeprefix("sha256:")[:12]
+    project_ends = [i for i in third.outcome.stage_ends if i != deps_id]
+    assert project_ends, "the final build's stream named no project stage"
+    for image_id in project_ends:
+        with pytest.raises(docker.errors.ImageNotFound):
+            docker_client.images.get(image_id)
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(second.image_id)
     assert docker_client.images.get(build_result.tags[0]).id == third.image_id
