@@ -188,6 +188,8 @@ def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list
     requirements = directory / requirements_name(flavor)
     lock = directory / lock_name(flavor)
     where = repo_relative(lock)
+    if not requirements.is_file():
+        return [f"{repo_relative(requirements)}: missing (make dockerfiles writes it)"]
     if not lock.is_file():
         return [f"{where}: missing"]
     try:

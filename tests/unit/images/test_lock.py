@@ -143,6 +143,8 @@ def test_each_way_a_lock_goes_stale_is_named(copied_line) -> None:
     lock.unlink()
     assert lock_problems(line, "runtime", root) == [f"{lock}: missing"]
     assert lock_problems(replace(line, pins=None), "runtime", root) == [f"{lock}: missing"]
+    requirements.unlink()
+    assert lock_problems(line, "runtime", root) == [f"{requirements}: missing (make dockerfiles writes it)"]
 
 
 def test_lock_check_cli_passes_here_and_fails_naming_the_fix(copied_line) -> None:
