@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 
+from images.files import write_atomically
 from images.matrix import IMAGES_DIR, ImageLine, Matrix, MatrixError, load_matrix
 
 REPO_ROOT = IMAGES_DIR.parent
@@ -161,20 +160,6 @@ def orphaned_files(rendered: list[Rendered], root: Path = IMAGES_DIR) -> list[Pa
         for path in directory.glob(pattern)
     }
     return sorted(found - wanted)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write beside the target and rename, so an interrupted run never leaves half a Dockerfile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def repo_relative(path: Path) -> str:

@@ -33,8 +33,8 @@ from images.dockerfile import (
     lock_name,
     repo_relative,
     requirements_name,
-    write_atomically,
 )
+from images.files import write_atomically
 from images.matrix import ImageLine, Matrix, load_matrix
 from images.packages import GLIBC_MINOR_MAX
 from images.wheelindex import index_url_default

@@ -14,7 +14,6 @@ import email.parser
 import os
 import re
 import sys
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from images.files import write_atomically
 from images.matrix import (
     MATRIX_PATH,
     PINS_PATH,
@@ -194,18 +194,6 @@ def render_pins_toml(pins: dict[str, Pins]) -> str:
         parts.append(f"\n[{_toml_str(tag)}.nvidia]\n")
         parts.extend(f"{name} = {_toml_str(version)}\n" for name, version in nvidia.items())
     return "".join(parts)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same directory, then rename: a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def diff_pins(recorded: dict[str, Pins], fresh: dict[str, Pins]) -> list[str]:

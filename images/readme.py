@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from images.files import write_atomically
 from images.matrix import MATRIX_PATH, PINS_PATH, Matrix, load_matrix
-from images.pins import write_atomically
 
 README_PATH = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN = "<!-- section:matrix -->"

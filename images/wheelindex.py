@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import requests
 from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from images.files import write_atomically
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple/"
 CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache" / "pins"
@@ -132,7 +133,7 @@ class WheelIndex:
             data = resp.content
         else:
             data = self.read_member(wheel, _dist_info_member(wheel, "METADATA"), cache=False)
-        self._write_cache(cached, data)
+        write_atomically(cached, data)
         return data.decode("utf-8")
 
     def read_member(self, wheel: WheelFile, member: str, *, cache: bool = True) -> bytes:
@@ -150,7 +151,7 @@ class WheelIndex:
                 f"{wheel.filename} is not a readable zip ({exc}); fix: rerun, or report it"
             ) from None
         if cache:
-            self._write_cache(cached, data)
+            write_atomically(cached, data)
         return data
 
     # --- plumbing ---------------------------------------------------------------------------------------
@@ -175,14 +176,6 @@ class WheelIndex:
     def _cache_path(self, wheel: WheelFile, name: str) -> Path:
         key = wheel.sha256 or wheel.filename  # an index without digests still caches, by file name
         return self.cache_dir / key / name
-
-    @staticmethod
-    def _write_cache(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        Path(tmp).replace(path)
 
 
 def _dist_info_member(wheel: WheelFile, name: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from images import dockerfile as df
 from images.build import BuildError, BuildRequest, build_image
+from images.files import write_atomically
 from images.lock import parse_lock, render_lock
 from images.matrix import IMAGE_NAME, ImageLine, Matrix
 
@@ -33,7 +34,7 @@ def test_failed_build_leaves_no_tag_and_prints_the_failing_step(
     line = mismatched_line(matrix_line)
     matrix = Matrix(lines=(line,))
     for item in df.render_all(matrix, root / "images"):
-        df.write_atomically(item.path, item.text)
+        write_atomically(item.path, item.text)
     # The real v2.8 lock under the new line (a build refuses a lock resolved from other requirements).
     _, entries = parse_lock((REPO / "images" / "v2.8" / "requirements.lock").read_text(), "v2.8")
     requirements = (root / "images" / "v0.1" / "requirements.txt").read_text()

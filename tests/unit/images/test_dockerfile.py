@@ -251,11 +251,3 @@ def test_devel_toolkit_for_cuda13_meta_package_and_a_clear_error_without_pins() 
     ]
     with pytest.raises(MatrixError, match=r"\[v2.15\] nvidia: no nvidia-cuda-nvrtc pin.*fix: make pins"):
         df.cuda_toolkit_requirements(_line({"nvidia-nccl-cu13": "2.30.7"}))
-
-
-def test_write_atomically_replaces_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    target = tmp_path / "v9.9" / "Dockerfile"
-    df.write_atomically(target, "one\n")
-    df.write_atomically(target, "two\n")
-    assert target.read_text() == "two\n"
-    assert [p.name for p in target.parent.iterdir()] == ["Dockerfile"]

@@ -21,7 +21,6 @@ from images.pins import (
     parse_cuda_version,
     parse_metadata,
     render_pins_toml,
-    write_atomically,
 )
 from images.wheelindex import CACHE_DIR, WheelIndex
 
@@ -135,14 +134,6 @@ def test_diff_names_tag_field_and_both_values() -> None:
     assert "v2.8: nvidia.nvidia-cudnn-cu12: recorded None, wheel says '9.10.2.21'" in diffs
     assert any(d.startswith("v2.9: no pins recorded") for d in diffs)
     assert diff_pins(fresh, fresh) == []
-
-
-def test_write_atomically_leaves_no_temporary_file(tmp_path: Path) -> None:
-    target = tmp_path / "pins.toml"
-    write_atomically(target, "a = 1\n")
-    write_atomically(target, "a = 2\n")
-    assert target.read_text() == "a = 2\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["pins.toml"]
 
 
 # --- against the real index (PyPI) ------------------------------------------------------------------------
