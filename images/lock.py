@@ -36,7 +36,7 @@ from images.dockerfile import (
 )
 from images.files import write_atomically
 from images.matrix import ImageLine, Matrix, load_matrix
-from images.packages import GLIBC_MINOR_MAX
+from images.packages import GLIBC_MINOR_MAX, image_platforms
 from images.wheelindex import index_url_default
 
 MIN_PIP = Version("23.0")  # `install --dry-run --report` with platform options
@@ -68,12 +68,6 @@ class Locked:
         return f"{self.name}{extras}=={self.version} \\\n    --hash=sha256:{self.sha256}"
 
 
-def target_platforms() -> list[str]:
-    """pip's --platform takes exact tags: list every manylinux baseline the image's glibc (2.41) runs."""
-    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(GLIBC_MINOR_MAX, 4, -1)]
-    return [*platforms, "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
-
-
 def pip_command(
     requirements: Path, python: str, report: Path, index_url: str, cert: Path | None
 ) -> list[str]:
@@ -85,7 +79,7 @@ def pip_command(
         "--python-version", python, "--implementation", "cp", "--abi", f"cp{major}{minor}",
         "--index-url", index_url, "--report", str(report), "-r", str(requirements),
     ]  # fmt: skip
-    for platform in target_platforms():
+    for platform in image_platforms():
         command += ["--platform", platform]
     if cert is not None:
         command += ["--cert", str(cert)]

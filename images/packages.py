@@ -23,11 +23,18 @@ from images.wheelindex import WheelFile, WheelIndex
 GLIBC_MINOR_MAX = 41
 
 
+def image_platforms() -> list[str]:
+    """The image's platform tags, newest first: every manylinux baseline its glibc (2.41) runs, then the
+    legacy aliases. Both this package check and pip's resolution for the locks (`--platform`, which takes
+    exact tags) use this one list."""
+    platforms = [f"manylinux_2_{m}_x86_64" for m in range(GLIBC_MINOR_MAX, 4, -1)]
+    return [*platforms, "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+
+
 def supported_tags(python: str) -> set[Tag]:
     """The wheel tags pip accepts for CPython `python` on linux x86_64 (glibc 2.41)."""
     major, minor = (int(p) for p in python.split("."))
-    platforms = [f"manylinux_2_{m}_x86_64" for m in range(GLIBC_MINOR_MAX, 4, -1)]
-    platforms += ["manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+    platforms = image_platforms()
     tags = set(cpython_tags((major, minor), platforms=platforms))
     tags |= set(compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=platforms))
     return tags
