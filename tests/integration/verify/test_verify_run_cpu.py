@@ -124,30 +124,16 @@ def test_every_check_passes_or_skips_honestly_on_cpu(full_run):
     assert proc.returncode == 0
 
 
-def _manifest(tmp: Path, **changes) -> Path:
-    import torch
-
-    manifest = {
-        "schema": 1,
-        "image": "pytorch-cuda",
-        "tag": "cpu-test",
-        "full_tag": "pytorch-cuda:cpu-test",
-        "python": ".".join(platform.python_version_tuple()[:2]),
-        "torch": torch.__version__.split("+")[0],
-        "cuda": None,
-        "cudnn": None,
-        "nccl": None,
-        "packages": {"transformers": importlib.metadata.version("transformers")},
-    }
-    manifest.update(changes)
-    path = tmp / "manifest.json"
-    path.write_text(json.dumps(manifest))
-    return path
-
-
-def test_manifest_match_and_mismatch_through_the_cli(tmp_path):
+def test_manifest_match_and_mismatch_through_the_cli(tmp_path, host_manifest):
     good, _ = verify(
-        "run", "--only", "env", "--manifest", str(_manifest(tmp_path)), "--json", "good.json", cwd=tmp_path
+        "run",
+        "--only",
+        "env",
+        "--manifest",
+        str(host_manifest(tag="cpu-test")),
+        "--json",
+        "good.json",
+        cwd=tmp_path,
     )
     assert good.returncode == 0, good.stdout
     report = json.loads((tmp_path / "good.json").read_text())
@@ -157,7 +143,7 @@ def test_manifest_match_and_mismatch_through_the_cli(tmp_path):
         "--only",
         "env",
         "--manifest",
-        str(_manifest(tmp_path, torch="2.7.1")),
+        str(host_manifest(tag="cpu-test", torch="2.7.1")),
         "--json",
         "bad.json",
         cwd=tmp_path,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 
 import pytest
@@ -161,32 +160,6 @@ def test_evaluate_without_torch_fails_with_the_fix(tmp_path):
 # The real check in this venv (torch CPU): no mocks, the installed versions are what is compared.
 
 
-def _real_manifest(tmp_path, **changes):
-    import importlib.metadata
-
-    import torch
-
-    manifest = {
-        "schema": 1,
-        "image": "pytorch-cuda",
-        "tag": "test",
-        "full_tag": "pytorch-cuda:test",
-        "python": ".".join(platform.python_version_tuple()[:2]),
-        "torch": torch.__version__.split("+")[0],
-        "cuda": None,
-        "cudnn": None,
-        "nccl": None,
-        "packages": {
-            "transformers": importlib.metadata.version("transformers"),
-            "rich": importlib.metadata.version("rich"),
-        },
-    }
-    manifest.update(changes)
-    path = tmp_path / "manifest.json"
-    path.write_text(json.dumps(manifest))
-    return path
-
-
 def test_run_on_this_host_without_a_manifest(tmp_path):
     result = env.run(Context(manifest_path=tmp_path / "absent.json"))
     assert result.status is Status.PASS
@@ -198,11 +171,11 @@ def test_run_on_this_host_without_a_manifest(tmp_path):
     assert result.details["versions"]["python"] == platform.python_version()
 
 
-def test_run_against_a_matching_and_a_wrong_manifest(tmp_path):
-    good = env.run(Context(manifest_path=_real_manifest(tmp_path)))
+def test_run_against_a_matching_and_a_wrong_manifest(host_manifest):
+    good = env.run(Context(manifest_path=host_manifest()))
     assert good.status is Status.PASS, good.summary
     assert "all 4 pins match manifest of pytorch-cuda:test" in good.summary
-    bad = env.run(Context(manifest_path=_real_manifest(tmp_path, torch="2.7.1", packages={"rich": "0.1"})))
+    bad = env.run(Context(manifest_path=host_manifest(torch="2.7.1", packages={"rich": "0.1"})))
     assert bad.status is Status.FAIL
     assert "manifest promises 2.7.1" in bad.summary and "rich " in bad.summary
     assert bad.figures["manifest_mismatches"] == 2
