@@ -26,9 +26,8 @@ from rich.progress import (
 )
 
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
-LAYER_RE = re.compile(
-    r"^ ---> ([0-9a-f]{12,64})$"
-)  # the image a step produced (not "Running in", "Using cache")
+# The image a step produced; not " ---> Running in <container>" nor " ---> Using cache".
+LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
 NO_SPACE = "no space left on device"
 TAIL_LINES = 30
 
@@ -152,8 +151,8 @@ def failure_report(outcome: StreamOutcome, log_path: Path) -> str:
     if NO_SPACE in (outcome.error or "") or (step is not None and any(NO_SPACE in t for t in step.output)):
         lines.append(
             "the engine's disk is full: a build needs room for the venv twice (the builder stage and its "
-            "copy in the image); fix: `docker image prune` (or `docker system "
-            "df` to see what holds the space), then build again"
+            "copy in the image); fix: `docker image prune` (or `docker system df` to see what holds the "
+            "space), then build again"
         )
     lines.append(f"full log: {log_path}")
     return "\n".join(lines)
