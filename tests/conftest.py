@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +44,39 @@ def host_manifest(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+NVML_REPLAY_DIR = Path(__file__).resolve().parent / "nvml_replay"
+
+
+@dataclass(frozen=True)
+class NvmlReplay:
+    """A recording of a real host's NVML answers, made the `pynvml` of this process and of its children."""
+
+    path: Path  # the (possibly edited) recording in use
+    data: dict[str, Any]
+    env: dict[str, str]  # os.environ plus NVML_REPLAY and PYTHONPATH, for subprocesses (verify run, ...)
+
+
+@pytest.fixture
+def nvml_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., NvmlReplay]:
+    """nvml_replay("h200-idle", edit=fn): replay tests/nvml_replay/recordings/<name>.json, after `edit`
+    changed the loaded dict (e.g. one ECC counter), in this process and in subprocesses started with `.env`.
+
+    Say in the test which field was changed: the rest is what the real GPU answered.
+    """
+
+    def use(recording: str = "h200-idle", edit: Callable[[dict[str, Any]], None] | None = None) -> NvmlReplay:
+        data = json.loads((NVML_REPLAY_DIR / "recordings" / f"{recording}.json").read_text())
+        if edit is not None:
+            edit(data)
+        path = tmp_path / f"nvml-{recording}.json"
+        path.write_text(json.dumps(data))
+        monkeypatch.setenv("NVML_REPLAY", str(path))
+        monkeypatch.syspath_prepend(str(NVML_REPLAY_DIR))
+        monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NVML_REPLAY_DIR), env.get("PYTHONPATH", "")) if p)
+        return NvmlReplay(path, data, env)
+
+    return use
