@@ -44,6 +44,12 @@ def algbw_gbps(nbytes: int, seconds: float) -> float:
     return nbytes / seconds / 1e9
 
 
+def significant(value: float, digits: int = 4) -> float:
+    """value rounded to `digits` significant digits: CPU (gloo) figures of 0.05 GB/s keep their precision,
+    which a fixed number of decimals would round away (and busbw/algbw with them)."""
+    return float(f"{value:.{digits}g}")
+
+
 def size_label(nbytes: int) -> str:
     for unit, scale in (("GiB", 1 << 30), ("MiB", MiB), ("KiB", 1 << 10)):
         if nbytes >= scale and nbytes % scale == 0:
@@ -157,9 +163,9 @@ def _time_all_reduce(nbytes: int, cfg: CollectiveConfig, world: int, device: Any
     return {
         "bytes": nbytes,
         "size": size_label(nbytes),
-        "time_us": round(t * 1e6, 2),
-        "algbw_GBps": round(algbw, 2),
-        "busbw_GBps": round(algbw * busbw_factor(world), 2),
+        "time_us": significant(t * 1e6),
+        "algbw_GBps": significant(algbw),
+        "busbw_GBps": significant(algbw * busbw_factor(world)),
         "iters": cfg.iters,
     }
 

@@ -4,8 +4,10 @@ Formulas (nccl-tests doc/PERFORMANCE.md; implemented in verify/distributed.py):
     algbw = S / t,  busbw = algbw * 2(n-1)/n  for all_reduce over n ranks.
 One GPU: NCCL is still initialised (eagerly, with device_id) and reduces; busbw is 0 by definition (n = 1), so
 algbw is reported and the summary says multi-GPU paths were not exercised.
-No GPU: the same worker code runs on gloo with 2 CPU processes. NCCL itself is then SKIPPED (it was not
-tested), with the gloo figures attached; wrong gloo sums still FAIL, because the shared code path is broken.
+No GPU: the same worker code runs on gloo with GLOO_RANKS (2) CPU processes, or as many as
+options["nccl"]["gloo_ranks"] says (tests run 4 and 8, where busbw = 1.5 and 1.75 x algbw tells a wrong
+factor apart). NCCL itself is then SKIPPED (it was not tested), with the gloo figures attached; wrong gloo
+sums still FAIL, because the shared code path is broken.
 Under torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) this process joins that job as its rank:
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 $(which verify) run --only nccl
 """
@@ -33,6 +35,7 @@ DESCRIPTION = (
 )
 DEFAULT_TIMEOUT_S = 180.0
 MARGIN_S = 10.0  # the launcher gives up this long before the runner's own timeout, to report what hung
+GLOO_RANKS = 2  # CPU processes for the gloo path: 2 is the smallest ring; more only cost time on small hosts
 
 
 def _figures(rows: list[dict[str, Any]], backend: str) -> dict[str, Any]:
@@ -68,6 +71,15 @@ def evaluate(outcome: LaunchOutcome, nprocs: int, timeout_s: float) -> tuple[lis
     if rank0 is None and not problems:
         problems.append("rank 0 wrote no result")
     return problems, rank0
+
+
+def gloo_ranks(opts: dict[str, Any]) -> int | str:
+    """The number of gloo processes options["nccl"]["gloo_ranks"] asks for (default GLOO_RANKS), or the
+    problem with the value: one rank moves no data, so fewer than 2 cannot exercise the collective path."""
+    value = opts.get("gloo_ranks", GLOO_RANKS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        return f"gloo_ranks is {value!r}; fix: give a whole number of processes >= 2 (default {GLOO_RANKS})"
+    return value
 
 
 def run(ctx: Context) -> Result:
@@ -118,7 +130,10 @@ def run(ctx: Context) -> Result:
             mine,
         )
     else:
-        nprocs = gpus if gpus else 2
+        wanted = gpus or gloo_ranks(opts)
+        if isinstance(wanted, str):
+            return done(Status.FAIL, wanted, {}, details)
+        nprocs = wanted
         details["launch"] = f"{nprocs} local processes, env:// rendezvous on 127.0.0.1"
         outcome = launch_local(cfg, nprocs, timeout_s)
         details["wall_s"] = round(outcome.wall_s, 2)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from verify.checks.nccl import evaluate
+from verify.checks.nccl import GLOO_RANKS, evaluate, gloo_ranks
 from verify.distributed import (
     CollectiveConfig,
     LaunchOutcome,
@@ -10,6 +10,7 @@ from verify.distributed import (
     RankResult,
     algbw_gbps,
     busbw_factor,
+    significant,
     size_label,
 )
 
@@ -71,3 +72,21 @@ def test_wrong_sums_and_crashes_and_hangs_are_named():
 def test_missing_rank0_is_a_problem():
     problems, rank0 = evaluate(_outcome([], {0: 0}), 1, 10)
     assert rank0 is None and problems == ["rank 0 wrote no result"]
+
+
+def test_figures_keep_four_significant_digits_so_cpu_rates_keep_their_ratio():
+    # 0.0123 GB/s at 2 decimals would be 0.01 and its busbw (x1.75) 0.02: a ratio of 2, not 1.75
+    assert significant(0.012345) == 0.01235
+    assert significant(326.123) == 326.1
+    assert significant(0.012345 * 1.75) / significant(0.012345) == pytest.approx(1.75, rel=2e-3)
+
+
+def test_gloo_ranks_default_and_choice():
+    assert gloo_ranks({}) == GLOO_RANKS == 2
+    assert gloo_ranks({"gloo_ranks": 8}) == 8
+
+
+@pytest.mark.parametrize("bad", [1, 0, -4, 2.5, "4", True, None])
+def test_gloo_ranks_rejects_what_cannot_run_a_collective(bad):
+    problem = gloo_ranks({"gloo_ranks": bad})
+    assert problem == f"gloo_ranks is {bad!r}; fix: give a whole number of processes >= 2 (default 2)"
