@@ -15,6 +15,7 @@ from __future__ import annotations
 CHECK_MODULES: tuple[str, ...] = (
     "verify.checks.env",
     "verify.checks.driver",
+    "verify.checks.host",
     "verify.checks.gpu",
     "verify.checks.nccl",
     "verify.checks.amp",
