@@ -94,3 +94,28 @@ class Probe:
             if value != NOT_SUPPORTED:
                 return value
         return value
+
+
+# The inode of the kernel's initial pid namespace (PROC_PID_INIT_INO, include/linux/proc_ns.h). The driver
+# is not pid-namespace aware: NVML reports the pids of that namespace, even inside a container.
+INITIAL_PID_NAMESPACE = "pid:[4026531836]"
+
+
+def in_host_pid_namespace(link: Path = Path("/proc/self/ns/pid")) -> bool | None:
+    """True when NVML's pids are ours (not in a container's pid namespace); None when unknown.
+
+    Inside a container the same number names another process or none, so a name looked up for it
+    (nvmlSystemGetProcessName reads this namespace's /proc) would be a guess.
+    """
+    try:
+        return str(link.readlink()) == INITIAL_PID_NAMESPACE
+    except OSError:
+        return None
+
+
+def process_name(nvml: Any, pid: int) -> str | None:
+    """The process's name as NVML reads it, None when it cannot (exited, no permission): never a failure."""
+    try:
+        return text(nvml.nvmlSystemGetProcessName(pid)) or None
+    except nvml.NVMLError:
+        return None

@@ -4,22 +4,22 @@ Asked of NVML (the driver's own management library), not of CUDA, so it still an
 initialise. Collecting (`collect`, NVML calls) is kept apart from judging (`evaluate`, pure), so every rule
 is unit-tested on plain data and the NVML path is exercised for real on a GPU host.
 
-Rules:
+Rules (the per-GPU ones and why each is FAIL or WARN are in verify/gpu_health.py):
 - driver older than the runtime's minimum (verify/compat.py): FAIL naming the minimum; inside CUDA
   minor-version compatibility: WARN (works with limits; see compat.py).
-- volatile uncorrected ECC errors > 0 on a GPU: FAIL (memory returned wrong data since the driver loaded).
-- clocks held down by thermal, power-brake or hardware slowdown: WARN (benchmarks will read low).
-  Idle, application clocks, sync boost and the software power cap are normal operation and only reported.
-- PCIe link below its maximum: reported, not judged (GPUs drop link speed when idle).
+- uncorrected ECC errors since the driver loaded, pages pending retirement, a failed row remapping: FAIL.
+- a row remapping pending, other processes holding GPU memory, clocks held down by heat or power: WARN.
+- PCIe link below its maximum: reported, not judged. MIG mode and MIG devices: reported.
 - an NVML query the GPU does not support: recorded as "not supported", never a failure.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
-from verify import compat, nvml
+from verify import compat, gpu_health, nvml
 from verify.context import Context
 from verify.result import Result, Status
 
@@ -41,10 +41,6 @@ THROTTLE_BITS: dict[int, str] = {
     0x200: "board_limit",
     0x400: "reliability",
 }
-# The reasons that mean "this GPU is being held back by heat or power delivery" (WARN).
-WARN_THROTTLE = frozenset(
-    {"hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
-)
 
 
 def decode_throttle(mask: int) -> list[str]:
@@ -70,7 +66,87 @@ def _mode(value: Any) -> Any:
     return value
 
 
-def _gpu(probe: nvml.Probe, nv: Any, index: int) -> dict[str, Any]:
+def _memory_errors(q: nvml.Probe, nv: Any, handle: Any, ecc_mode: Any) -> dict[str, Any]:
+    """ECC counters (volatile: since the driver loaded; aggregate: lifetime), pending page retirement
+    (Kepler to Volta) and the row remapper (Ampere+). Judged in verify/gpu_health.py."""
+    volatile: Any = nvml.NOT_SUPPORTED
+    aggregate: Any = nvml.NOT_SUPPORTED
+    if ecc_mode == "enabled":
+        total, uncorrected = "nvmlDeviceGetTotalEccErrors", nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+        volatile = q("ecc_uncorrected_volatile", total, handle, uncorrected, nv.NVML_VOLATILE_ECC)
+        aggregate = q("ecc_uncorrected_aggregate", total, handle, uncorrected, nv.NVML_AGGREGATE_ECC)
+    pending = q("retired_pages_pending", "nvmlDeviceGetRetiredPagesPendingStatus", handle)
+    rows = q("remapped_rows", "nvmlDeviceGetRemappedRows", handle)
+    if isinstance(rows, list | tuple) and len(rows) == 4:  # (corrRows, uncRows, isPending, failureOccurred)
+        rows = dict(zip(("correctable", "uncorrectable", "pending", "failure"), map(int, rows), strict=True))
+        rows["pending"], rows["failure"] = bool(rows["pending"]), bool(rows["failure"])
+    return {
+        "ecc_uncorrected_volatile": volatile,
+        "ecc_uncorrected_aggregate": aggregate,
+        "retired_pages_pending": bool(pending) if isinstance(pending, int) else pending,
+        "remapped_rows": rows,
+    }
+
+
+def _processes(q: nvml.Probe, nv: Any, handle: Any, host_pids: bool) -> Any:
+    """Processes with memory on this GPU: [{pid, name, used_MiB, kinds, this_process}], largest first.
+
+    Compute and graphics lists merged by pid. `this_process` marks verify's own (the rules do not count it
+    as another). Names and our own pid only where NVML's pids are ours (nvml.in_host_pid_namespace): in a
+    container the same number is another process or none.
+    """
+    found: dict[int, dict[str, Any]] = {}
+    answer: Any = nvml.NOT_SUPPORTED
+    for kind, function in (
+        ("compute", "nvmlDeviceGetComputeRunningProcesses"),
+        ("graphics", "nvmlDeviceGetGraphicsRunningProcesses"),
+    ):
+        procs = q(f"processes_{kind}", function, handle)
+        if not isinstance(procs, list):
+            answer = procs if answer == nvml.NOT_SUPPORTED else answer
+            continue
+        answer = None
+        for proc in procs:
+            used = getattr(proc, "usedGpuMemory", None)  # None: NVML cannot tell (pynvml's mapping)
+            entry = found.setdefault(int(proc.pid), {"pid": int(proc.pid), "used_MiB": None, "kinds": []})
+            entry["kinds"].append(kind)
+            if isinstance(used, int):
+                entry["used_MiB"] = max(entry["used_MiB"] or 0, _mib(used) or 0)
+    if answer is not None:  # neither list answered: "not supported" or None (an error, recorded)
+        return answer
+    rows = sorted(found.values(), key=lambda p: -(p["used_MiB"] or 0))
+    for row in rows:
+        row["name"] = nvml.process_name(nv, row["pid"]) if host_pids else None
+        row["this_process"] = host_pids and row["pid"] == os.getpid()
+    return rows
+
+
+def _mig_devices(q: nvml.Probe, nv: Any, handle: Any) -> list[dict[str, Any]]:
+    """The MIG devices on a GPU in MIG mode: what CUDA sees instead of the GPU itself."""
+    slots = q("mig_device_slots", "nvmlDeviceGetMaxMigDeviceCount", handle)
+    devices = []
+    for slot in range(slots if isinstance(slots, int) else 0):
+        try:
+            mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+        except nv.NVMLError:  # no MIG device in this slot
+            continue
+        mem = q(f"mig{slot}.memory", "nvmlDeviceGetMemoryInfo", mig)
+        devices.append(
+            {
+                "slot": slot,
+                "name": q(f"mig{slot}.name", "nvmlDeviceGetName", mig),
+                "uuid": q(f"mig{slot}.uuid", "nvmlDeviceGetUUID", mig),
+                "memory_total_MiB": _mib(mem.total) if hasattr(mem, "total") else mem,
+                "gpu_instance_id": q(f"mig{slot}.gpu_instance_id", "nvmlDeviceGetGpuInstanceId", mig),
+                "compute_instance_id": q(
+                    f"mig{slot}.compute_instance_id", "nvmlDeviceGetComputeInstanceId", mig
+                ),
+            }
+        )
+    return devices
+
+
+def _gpu(probe: nvml.Probe, nv: Any, index: int, host_pids: bool) -> dict[str, Any]:
     handle = nv.nvmlDeviceGetHandleByIndex(index)
     q = probe
     mem = q("memory", "nvmlDeviceGetMemoryInfo", handle)
@@ -81,16 +157,8 @@ def _gpu(probe: nvml.Probe, nv: Any, index: int) -> dict[str, Any]:
         ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"),
         handle,
     )
-    ecc = q("ecc_mode", "nvmlDeviceGetEccMode", handle)
-    ecc_errors: Any = nvml.NOT_SUPPORTED
-    if _mode(ecc) == "enabled":
-        ecc_errors = q(
-            "ecc_uncorrected_volatile",
-            "nvmlDeviceGetTotalEccErrors",
-            handle,
-            nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-            nv.NVML_VOLATILE_ECC,
-        )
+    ecc_mode = _mode(q("ecc_mode", "nvmlDeviceGetEccMode", handle))
+    mig_mode = _mode(q("mig_mode", "nvmlDeviceGetMigMode", handle))
     power = q("power_W", "nvmlDeviceGetPowerUsage", handle)
     limit = q("power_limit_W", "nvmlDeviceGetEnforcedPowerLimit", handle)
     gpu: dict[str, Any] = {
@@ -100,10 +168,13 @@ def _gpu(probe: nvml.Probe, nv: Any, index: int) -> dict[str, Any]:
         "pci_bus_id": nvml.text(pci.busId) if hasattr(pci, "busId") else pci,
         "memory_total_MiB": _mib(mem.total) if hasattr(mem, "total") else mem,
         "memory_used_MiB": _mib(mem.used) if hasattr(mem, "used") else mem,
+        "memory_free_MiB": _mib(mem.free) if hasattr(mem, "free") else mem,
+        "processes": _processes(q, nv, handle, host_pids),
         "compute_capability": f"{cc[0]}.{cc[1]}" if isinstance(cc, tuple | list) else cc,
-        "ecc_mode": _mode(ecc),
-        "ecc_uncorrected_volatile": ecc_errors,
-        "mig_mode": _mode(q("mig_mode", "nvmlDeviceGetMigMode", handle)),
+        "ecc_mode": ecc_mode,
+        **_memory_errors(q, nv, handle, ecc_mode),
+        "mig_mode": mig_mode,
+        "mig_devices": _mig_devices(q, nv, handle) if mig_mode == "enabled" else [],
         "persistence_mode": {1: "enabled", 0: "disabled"}.get(
             q("persistence_mode", "nvmlDeviceGetPersistenceMode", handle), nvml.NOT_SUPPORTED
         ),
@@ -117,6 +188,7 @@ def _gpu(probe: nvml.Probe, nv: Any, index: int) -> dict[str, Any]:
         "pcie": {
             "gen": q("pcie.gen", "nvmlDeviceGetCurrPcieLinkGeneration", handle),
             "gen_max": q("pcie.gen_max", "nvmlDeviceGetMaxPcieLinkGeneration", handle),
+            "gen_gpu_max": q("pcie.gen_gpu_max", "nvmlDeviceGetGpuMaxPcieLinkGeneration", handle),
             "width": q("pcie.width", "nvmlDeviceGetCurrPcieLinkWidth", handle),
             "width_max": q("pcie.width_max", "nvmlDeviceGetMaxPcieLinkWidth", handle),
         },
@@ -126,6 +198,7 @@ def _gpu(probe: nvml.Probe, nv: Any, index: int) -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything NVML says about the driver and each GPU. Raises nvml.NvmlUnavailable."""
+    host_pids = nvml.in_host_pid_namespace()
     with nvml.session() as nv:
         probe = nvml.Probe(nv)
         cuda_int = probe("cuda_driver_version", "nvmlSystemGetCudaDriverVersion_v2")
@@ -137,13 +210,14 @@ def collect() -> dict[str, Any]:
             if isinstance(cuda_int, int) and cuda_int > 0
             else None,
             "nvml_version": probe("nvml_version", "nvmlSystemGetNVMLVersion"),
+            "host_pid_namespace": host_pids,
             "gpus": [],
         }
         count = probe("device_count", "nvmlDeviceGetCount")
         for index in range(count if isinstance(count, int) else 0):
             gpu_probe = nvml.Probe(nv)
             try:
-                gpu = _gpu(gpu_probe, nv, index)
+                gpu = _gpu(gpu_probe, nv, index, host_pids is True)
             except nv.NVMLError as exc:  # the handle itself failed (e.g. GPU lost): a fact about this GPU
                 gpu = {"index": index, "name": None}
                 gpu_probe.errors["handle"] = str(exc)
@@ -162,42 +236,6 @@ def runtime_cuda() -> str | None:
     return torch.version.cuda
 
 
-def _gpu_problems(gpu: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(fail reasons, warn reasons) for one GPU."""
-    label = f"GPU{gpu['index']}"
-    fails: list[str] = []
-    warns: list[str] = []
-    errors = gpu.get("nvml_errors") or {}
-    if any("lost" in message.lower() for message in errors.values()):
-        fails.append(f"{label} is lost to the driver ({'; '.join(errors.values())}); fix: reset or reboot")
-    elif errors:
-        failed = ", ".join(f"{field} ({message})" for field, message in sorted(errors.items()))
-        warns.append(f"{label}: NVML could not read {failed}")
-    ecc = gpu.get("ecc_uncorrected_volatile")
-    if isinstance(ecc, int) and ecc > 0:
-        fails.append(
-            f"{label} has {ecc} uncorrected ECC errors since the driver loaded; fix: drain and reset it"
-        )
-    reasons = gpu.get("throttle_reasons")
-    if isinstance(reasons, list):
-        held = [r for r in reasons if r in WARN_THROTTLE]
-        if held:
-            temp = gpu.get("temperature_C")
-            warns.append(f"{label} clocks held down: {', '.join(held)} (temperature {temp} C)")
-    return fails, warns
-
-
-def _pcie_note(gpu: dict[str, Any]) -> str | None:
-    pcie = gpu.get("pcie") or {}
-    values = [pcie.get(key) for key in ("gen", "gen_max", "width", "width_max")]
-    if not all(isinstance(v, int) for v in values):
-        return None
-    gen, gen_max, width, width_max = values
-    if gen < gen_max or width < width_max:
-        return f"PCIe link gen{gen} x{width} of gen{gen_max} x{width_max} now (GPUs lower it when idle)"
-    return None
-
-
 def _gpus_line(gpus: list[dict[str, Any]]) -> str:
     counts = Counter(str(g.get("name")) for g in gpus)
     parts = []
@@ -207,12 +245,50 @@ def _gpus_line(gpus: list[dict[str, Any]]) -> str:
         cc = first.get("compute_capability")
         extra = ", ".join(x for x in (f"{mem} MiB" if isinstance(mem, int) else "", f"cc {cc}") if x)
         parts.append(f"{count}x {name} ({extra})")
+    for gpu in gpus:  # what CUDA will see instead of a GPU in MIG mode
+        migs = gpu.get("mig_devices") or []
+        if migs:
+            names = ", ".join(str(m.get("name")) for m in migs)
+            parts.append(f"GPU{gpu['index']} in MIG mode: {len(migs)} MIG devices ({names})")
     return "; ".join(parts)
+
+
+def _figures(gpus: list[dict[str, Any]]) -> dict[str, Any]:
+    """Flat numbers a machine compares: the first GPU's identity, per-GPU memory, maxima and totals."""
+    first = gpus[0]
+    figures: dict[str, Any] = {
+        "gpu_name": first.get("name"),
+        "gpu_memory_MiB": first.get("memory_total_MiB"),
+        "compute_capability": first.get("compute_capability"),
+    }
+    for gpu in gpus:
+        for key in ("memory_free_MiB", "memory_used_MiB"):
+            if isinstance(gpu.get(key), int):
+                figures[f"gpu{gpu['index']}_{key}"] = gpu[key]
+    temps = [g["temperature_C"] for g in gpus if isinstance(g.get("temperature_C"), int)]
+    if temps:
+        figures["temperature_max_C"] = max(temps)
+    ecc = [g["ecc_uncorrected_volatile"] for g in gpus if isinstance(g.get("ecc_uncorrected_volatile"), int)]
+    if ecc:
+        figures["ecc_uncorrected_total"] = sum(ecc)
+    procs = [
+        p
+        for g in gpus
+        if isinstance(g.get("processes"), list)
+        for p in g["processes"]
+        if not p.get("this_process")
+    ]
+    figures["other_processes"] = len(procs)
+    figures["other_processes_MiB"] = sum(p["used_MiB"] for p in procs if isinstance(p.get("used_MiB"), int))
+    migs = sum(len(g.get("mig_devices") or []) for g in gpus)
+    if migs:
+        figures["mig_devices"] = migs
+    return figures
 
 
 def evaluate(info: dict[str, Any], runtime: str | None) -> Result:
     """The verdict from collected NVML facts and torch's CUDA runtime (pure)."""
-    gpus: list[dict[str, Any]] = info.get("gpus") or []
+    gpus: list[dict[str, Any]] = [dict(g) for g in info.get("gpus") or []]
     driver = info.get("driver_version")
     details: dict[str, Any] = {**info, "runtime_cuda": runtime}
     figures: dict[str, Any] = {
@@ -247,28 +323,14 @@ def evaluate(info: dict[str, Any], runtime: str | None) -> Result:
         elif verdict.level == "minor_compat":
             warns.append(verdict.reason)
 
+    host_pids = info.get("host_pid_namespace") is True
     for gpu in gpus:
-        gpu_fails, gpu_warns = _gpu_problems(gpu)
-        fails += gpu_fails
-        warns += gpu_warns
-        note = _pcie_note(gpu)
-        if note:
-            gpu["pcie_note"] = note
-
-    first = gpus[0]
-    figures.update(
-        {
-            "gpu_name": first.get("name"),
-            "gpu_memory_MiB": first.get("memory_total_MiB"),
-            "compute_capability": first.get("compute_capability"),
-        }
-    )
-    temps = [g["temperature_C"] for g in gpus if isinstance(g.get("temperature_C"), int)]
-    if temps:
-        figures["temperature_max_C"] = max(temps)
-    ecc = [g["ecc_uncorrected_volatile"] for g in gpus if isinstance(g.get("ecc_uncorrected_volatile"), int)]
-    if ecc:
-        figures["ecc_uncorrected_total"] = sum(ecc)
+        found = gpu_health.judge(gpu, host_pids)
+        fails += found.fails
+        warns += found.warns
+        if found.notes:
+            gpu["pcie_note"] = "; ".join(found.notes)
+    figures.update(_figures(gpus))
     details["gpus"] = gpus
 
     if fails:

@@ -1,7 +1,7 @@
 """driver: throttle decoding, the per-GPU rules on NVML facts, and the real check on this GPU-less host.
 
-The NVML collection itself runs for real on a GPU host (`verify run --only driver` on the device machine);
-here `evaluate` gets the same dicts `collect` produces.
+Here `evaluate` gets hand-made dicts shaped like `collect`'s; test_driver_recorded.py runs `collect` on a real
+H200's recorded NVML answers, and tests/gpu on a GPU host.
 """
 
 from __future__ import annotations
@@ -107,7 +107,11 @@ def test_eight_gpus_are_counted():
 def test_uncorrected_ecc_errors_fail():
     result = driver.evaluate(_info(ecc_uncorrected_volatile=3), "12.8")
     assert result.status is Status.FAIL
-    assert "GPU0 has 3 uncorrected ECC errors since the driver loaded" in result.summary
+    assert (
+        "GPU0 (00000000:18:00.0, GPU-4b1e0c6e-0000-0000-0000-000000000000) has 3 uncorrected ECC errors "
+        "since the driver loaded" in result.summary
+    )
+    assert "nvidia-smi -r -i 0" in result.summary
 
 
 @pytest.mark.parametrize(
@@ -116,7 +120,10 @@ def test_uncorrected_ecc_errors_fail():
 def test_heat_and_power_delivery_throttling_warns(reason):
     result = driver.evaluate(_info(throttle_reasons=[reason], temperature_C=92), "12.8")
     assert result.status is Status.WARN
-    assert result.summary == f"GPU0 clocks held down: {reason} (temperature 92 C)"
+    assert result.summary.startswith(
+        f"GPU0 (00000000:18:00.0, GPU-4b1e0c6e-0000-0000-0000-000000000000) clocks held down: {reason} "
+        "(temperature 92 C, power 71.2 of 700.0 W), so benchmarks read low; fix: check the cooling"
+    )
 
 
 @pytest.mark.parametrize(
@@ -147,9 +154,9 @@ def test_not_supported_queries_are_facts_not_failures():
 def test_an_nvml_error_warns_and_a_lost_gpu_fails():
     warn = driver.evaluate(_info(nvml_errors={"temperature_C": "Unknown Error"}), "12.8")
     assert warn.status is Status.WARN
-    assert warn.summary == "GPU0: NVML could not read temperature_C (Unknown Error)"
+    assert warn.summary.endswith("): NVML could not read temperature_C (Unknown Error)")
     lost = driver.evaluate(_info(nvml_errors={"handle": "GPU is lost"}), "12.8")
-    assert lost.status is Status.FAIL and "GPU0 is lost to the driver" in lost.summary
+    assert lost.status is Status.FAIL and ") is lost to the driver (GPU is lost)" in lost.summary
 
 
 def test_an_old_driver_fails_and_names_the_minimum():
