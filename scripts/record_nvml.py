@@ -50,7 +50,9 @@ DEVICE_CALLS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("nvmlDeviceGetMaxPcieLinkGeneration", ()),
     ("nvmlDeviceGetCurrPcieLinkWidth", ()),
     ("nvmlDeviceGetMaxPcieLinkWidth", ()),
+    ("nvmlDeviceGetGpuMaxPcieLinkGeneration", ()),
     ("nvmlDeviceGetComputeRunningProcesses", ()),
+    ("nvmlDeviceGetGraphicsRunningProcesses", ()),
     ("nvmlDeviceGetNumaNodeId", ()),
     ("nvmlDeviceGetCpuAffinity", (4,)),  # 4 x 64-bit words of CPU mask
     ("nvmlDeviceGetComputeMode", ()),
@@ -112,7 +114,13 @@ def main() -> int:
         for index in range(nv.nvmlDeviceGetCount()):
             handle = nv.nvmlDeviceGetHandleByIndex(index)
             device = record_calls(handle, DEVICE_CALLS)
-            for proc in device.get("nvmlDeviceGetComputeRunningProcesses") or []:
+            procs = [
+                proc
+                for key in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses")
+                if isinstance(device.get(key), list)
+                for proc in device[key]
+            ]
+            for proc in procs:
                 if isinstance(proc, dict) and "pid" in proc:
                     key = call_key("nvmlSystemGetProcessName", (proc["pid"],))
                     system[key] = answer("nvmlSystemGetProcessName", proc["pid"])
