@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from verify import bench
+from verify import affinity, bench
 
 
 def parse(*argv):
@@ -15,17 +15,25 @@ def parse(*argv):
     return p.parse_args(list(argv))
 
 
-def test_defaults_are_the_issue_benchmark():
+def test_defaults_are_the_gpu_bound_setting():
     cfg = bench.config_from_args(parse())
     assert (cfg.size, cfg.seq, cfg.batch, cfg.precision, cfg.repeats, cfg.compile) == (
         "base",
         128,
-        64,
+        256,
         "bf16",
         3,
         False,
     )
-    assert cfg.validate() == []
+    assert cfg.fit_memory and cfg.pin_cpu and cfg.validate() == []
+
+
+def test_help_says_which_settings_are_judged(capsys):
+    p = argparse.ArgumentParser(prog="verify bench bert")
+    bench.add_bench_arguments(p)
+    p.print_help()
+    out = " ".join(capsys.readouterr().out.split())
+    assert "GPU-bound" in out and "launch-bound" in out and "never judged" in out and "--no-fit" in out
 
 
 def test_options_reach_the_config():
@@ -46,6 +54,7 @@ def test_options_reach_the_config():
             "--compile",
             "--no-peak",
             "--no-pin",
+            "--no-fit",
         )
     )
     assert (cfg.size, cfg.seq, cfg.batch, cfg.precision, cfg.steps, cfg.repeats) == (
@@ -56,7 +65,7 @@ def test_options_reach_the_config():
         5,
         4,
     )
-    assert cfg.compile and not cfg.measure_peak and not cfg.pin_cpu
+    assert cfg.compile and not cfg.measure_peak and not cfg.pin_cpu and not cfg.fit_memory
 
 
 def test_unknown_size_is_an_argparse_error():
@@ -131,11 +140,63 @@ def test_batches_rotate_and_mask_about_15_percent():
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs at least 2 allowed CPUs to pin to one")
-def test_pin_to_one_cpu_and_restore():
+def test_pin_to_one_cpu_and_restore(tmp_path):
     before = os.sched_getaffinity(0)
     try:
-        cpu, saved = bench.pin_to_one_cpu()
-        assert saved == before and os.sched_getaffinity(0) == {cpu} and cpu in before
+        pinned = bench.pin_to_one_cpu(None, tmp_path)  # no bus id: the fallback rule, and it says why
+        assert pinned.restore == before and os.sched_getaffinity(0) == {pinned.choice.cpu}
+        assert pinned.choice.cpu in before and "bus id is unknown" in pinned.choice.why
     finally:
-        bench._set_affinity_all_threads(before)
+        affinity.set_all_threads(before)
     assert os.sched_getaffinity(0) == before
+
+
+# Peak memory measured on the lent H200 (docs/gpu-results.md, `verify bench bert`, max_memory_allocated):
+# (size, seq, batch, precision, GiB). The compiled run used less than eager would; it is a lower bound.
+MEASURED_PEAKS = [
+    ("large", 512, 16, "bf16", 14.77),
+    ("base", 128, 64, "tf32", 8.85),
+    ("base", 128, 64, "bf16", 6.41),
+]
+
+
+@pytest.mark.parametrize(("size", "seq", "batch", "precision", "gib"), MEASURED_PEAKS)
+def test_memory_estimate_covers_the_measured_peaks(size, seq, batch, precision, gib):
+    est = bench.estimate_train_bytes(size, seq, batch, precision) / 2**30
+    assert gib <= est <= 1.25 * gib
+
+
+def test_params_count_is_bert_base():
+    # BertForMaskedLM(bert-base) has 109.5 M parameters (transformers counts 109,514,298 with biases/norms)
+    assert 109.0e6 < bench.params_count("base") < 110.0e6
+
+
+def test_memory_estimate_matches_a_real_cpu_model():
+    from transformers import BertConfig, BertForMaskedLM
+
+    model = BertForMaskedLM(
+        BertConfig(vocab_size=bench.VOCAB, max_position_embeddings=bench.MAX_SEQ, **bench.SIZES["tiny"])
+    )
+    real = sum(p.numel() for p in model.parameters())
+    assert bench.params_count("tiny") == pytest.approx(real, rel=0.01)
+
+
+def test_fit_batch_halves_until_the_estimate_fits():
+    gib = 2**30
+    need = lambda b: b * gib  # noqa: E731 - 1 GiB per sequence
+    free = 100 * gib
+    assert bench.fit_batch(64, free, need) == 64
+    assert bench.fit_batch(256, free, need) == 64  # 256 and 128 do not fit with the margin
+    assert bench.fit_batch(256, 2 * gib, need) == 1
+    assert bench.fit_batch(256, gib // 2, need) is None
+
+
+def test_the_h200_setting_fits_the_h200_but_not_beside_130_gib_of_another_process():
+    gib = 2**30
+
+    def need(b):
+        return bench.estimate_train_bytes("base", 128, b, "bf16")
+
+    free_idle, free_held = 139.8 * gib, 150754820096 - 130 * gib - 0.6 * gib  # recorded total, 130 GiB held
+    assert bench.fit_batch(256, free_idle, need) == 256
+    assert bench.fit_batch(256, free_held, need) in (32, 64)
