@@ -36,7 +36,7 @@ def test_gpu_check_passes_with_figures_near_spec():
         gpu.visible_nvml_indices(os.environ.get("CUDA_VISIBLE_DEVICES"), gpu.nvml_uuids()[0] or [])
     )
     assert r.figures["gpus"] == torch.cuda.device_count() == expected
-    spec = specs.lookup(torch.cuda.get_device_name(0))
+    spec = specs.lookup(torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory)
     if spec:  # a healthy card: matmul and copy within sane fractions of the datasheet, never above it
         assert 0.4 * spec.bf16_tflops < r.figures["bf16_tflops"] < 1.02 * spec.bf16_tflops
         assert 0.5 * spec.mem_bw_gbps < r.figures["copy_GBps"] < 1.02 * spec.mem_bw_gbps
@@ -79,7 +79,7 @@ def test_bert_check_measures_and_compares():
     f = r.figures
     assert f["samples_per_s"] > 0 and f["tflops"] > 0 and f["peak_mem_gib"] > 0
     assert 0 < f["mfu_measured_bf16_pct"] < 100
-    if specs.lookup(torch.cuda.get_device_name(0)):
+    if specs.lookup(torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory):
         assert 0 < f["mfu_spec_pct"] < 100
     if r.status == Status.WARN:
         assert "below the" in r.summary  # the only WARN the bert check gives is the reference deficit
@@ -90,7 +90,9 @@ def test_oom_halves_the_batch():
     free, _total = torch.cuda.mem_get_info()
     per_sample = 350e6  # bert-base seq 512 bf16: ~0.16 GB of logits (fp32 + bf16) plus activations
     batch = 1 << int(free / per_sample).bit_length() + 2
-    cfg = BenchConfig(size="base", seq=512, batch=batch, steps=1, warmup=1, repeats=1, measure_peak=False)
+    cfg = BenchConfig(
+        size="base", seq=512, batch=batch, steps=1, warmup=1, repeats=1, measure_peak=False, fit_memory=False
+    )
     try:
         res = run_benchmark(cfg)
     finally:
