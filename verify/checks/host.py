@@ -275,7 +275,7 @@ def _shm_problem(f: HostFacts) -> str | None:
     if f.shm_free_bytes is not None and f.shm_free_bytes < SHM_MIN_BYTES:
         return (
             f"{f.shm_path} has {size_text(f.shm_free_bytes)} free of {size_text(f.shm_bytes)}, under 1 GiB: "
-            f"{why}; fix: remove what earlier jobs left there (ls -la {f.shm_path}) or give it more room: "
+            f"{why}; fix: free it (ls -la {f.shm_path}: segments of running or crashed jobs) or enlarge it: "
             f"{SHM_FIX}"
         )
     return None
