@@ -59,8 +59,8 @@ build: ## build pytorch-cuda:TAG (FLAVOR) with the Docker Engine API
 	$(IMAGES) build --tag $(TAG) --flavor $(FLAVOR) $(ca_flag) $(BUILD_ARGS)
 
 .PHONY: verify
-verify: ## run `verify run` inside pytorch-cuda:TAG; report in reports/TAG/
-	$(IMAGES) verify --tag $(TAG) --flavor $(FLAVOR) $(if $(VERIFY_ARGS),-- $(VERIFY_ARGS),)
+verify: ## run `verify run` inside pytorch-cuda:TAG on the host's GPUs (GPUS=auto|all|none); report in reports/TAG/
+	$(IMAGES) verify --tag $(TAG) --flavor $(FLAVOR) $(if $(GPUS),--gpus $(GPUS),) $(if $(VERIFY_ARGS),-- $(VERIFY_ARGS),)
 
 .PHONY: push
 push: ## push the short and full tags of TAG to REGISTRY

@@ -419,6 +419,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     verify = sub.add_parser("verify", help="run `verify run` inside the built image; report in reports/TAG/")
     _add_common(verify)
     verify.add_argument("--reports", default=str(REPO_ROOT / "reports"), help="default: %(default)s")
+    run_verify.add_arguments(verify)  # --gpus auto|all|none
     verify.add_argument(
         "verify_args",
         nargs="*",

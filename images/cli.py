@@ -23,7 +23,8 @@ examples:
   python -m images readme --check            # fail when the README's matrix table is stale
   python -m images ci-matrix                 # the (tag x flavor) job matrix as JSON, for GitHub Actions
   python -m images build --tag v2.8          # build pytorch-cuda:v2.8 through the Docker Engine API
-  python -m images verify --tag v2.8         # run `verify run` inside the built image
+  python -m images verify --tag v2.8         # run `verify run` inside the built image, on the host's GPUs
+  python -m images verify --gpus all         # require GPUs (GPU CI); --gpus none: on the CPU on purpose
   python -m images push --tag v2.8 --registry ghcr.io/acme
 """
 
