@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import tempfile
 import time
@@ -24,11 +25,14 @@ from verify.result import Result
 from verify.runner import CheckSpec, read_specs, run_checks
 
 DEFAULT_JSON = Path("verify-report.json")
+REQUIRE_GPU_ENV = "VERIFY_REQUIRE_GPU"
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 EXAMPLES = """\
 examples:
   verify run                               # every check; table on the terminal, JSON in ./verify-report.json
   verify run --quick                       # short benchmarks (CI, smoke tests)
+  verify run --require-gpu                 # no GPU is a FAIL, not a SKIP (GPU CI; also VERIFY_REQUIRE_GPU=1)
   verify run --only env,driver             # just these checks
   verify run --skip bert --timeout 120     # all but bert; kill any check still running after 120 s
   verify run --json out/report.json --junit out/junit.xml
@@ -85,6 +89,12 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML for CI test publishers")
     run.add_argument("--quick", action="store_true", help="short benchmarks: fewer steps and sizes")
+    run.add_argument(
+        "--require-gpu",
+        action="store_true",
+        help=f"fail when no GPU is found (default: a GPU-less host passes with SKIPs); "
+        f"also {REQUIRE_GPU_ENV}=1",
+    )
     run.add_argument(
         "--timeout",
         type=_positive_seconds,
@@ -152,6 +162,18 @@ def select(specs: Sequence[CheckSpec], only: Sequence[str], skip: Sequence[str])
     if not chosen:
         raise UsageError(f"--only/--skip leave no check to run; valid names: {', '.join(valid)}")
     return chosen
+
+
+def require_gpu(flag: bool, environ: dict[str, str] | os._Environ[str]) -> bool:
+    """--require-gpu, or VERIFY_REQUIRE_GPU=1 (for CI jobs and `make verify`, which set it once for every
+    run). A value that is neither yes nor no is a usage error: a typo must not drop the requirement."""
+    value = environ.get(REQUIRE_GPU_ENV)
+    if value is None:
+        return flag
+    word = value.strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        raise UsageError(f"{REQUIRE_GPU_ENV}={value!r}: expected 1 or 0; fix: export {REQUIRE_GPU_ENV}=1")
+    return flag or word in TRUE_WORDS
 
 
 def ensure_writable(path: Path, flag: str) -> Path:
@@ -228,7 +250,8 @@ def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
     json_path = ensure_writable(args.json, "--json") if args.json else _default_json()
     junit_path = ensure_writable(args.junit, "--junit") if args.junit else None
     manifest = args.manifest or DEFAULT_MANIFEST
-    ctx = Context(quick=args.quick, timeout_s=args.timeout, manifest_path=manifest)
+    needs_gpu = require_gpu(args.require_gpu, os.environ)
+    ctx = Context(quick=args.quick, timeout_s=args.timeout, manifest_path=manifest, require_gpu=needs_gpu)
 
     console = Console()
     started_at = dt.datetime.now(dt.UTC)
@@ -242,6 +265,7 @@ def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
         options={
             "quick": args.quick,
             "timeout_s": args.timeout,
+            "require_gpu": needs_gpu,
             "only": args.only,
             "skip": args.skip,
             "checks": [spec.name for spec in specs],

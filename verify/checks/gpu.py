@@ -1,11 +1,15 @@
-"""gpu: torch sees the GPUs NVML sees, its kernels cover their sm, compute right, and run at speed.
+"""gpu: torch uses the GPUs this host has, its kernels cover their sm, compute right, and run at speed.
 
-Order matters: the architecture coverage is checked BEFORE the first kernel launch, so a wheel built
-without the card's sm is named as such instead of surfacing later as
-"no kernel image is available for execution".
-
-No GPU -> SKIP. We do not run the CPU side of the kernel check alone: comparing the CPU with itself proves
-nothing about the GPU stack, and an honest SKIP with CUDA's own reason is what a person needs to read.
+Order matters:
+1. Presence first (verify/presence.py): GPUs present (NVML, /dev/nvidia<N>, /proc/driver/nvidia/gpus) but
+   unusable by torch is a FAIL naming every cause (CPU-only wheel, CUDA_VISIBLE_DEVICES, driver too old,
+   MIG without instances, CUDA's own error) - never a quiet SKIP while amp and bert "pass" on the CPU. No GPU
+   at all is a SKIP, or a FAIL under --require-gpu. We do not run the CPU side of the kernel check alone:
+   comparing the CPU with itself proves nothing about the GPU stack.
+2. Architecture coverage BEFORE the first kernel launch, so a wheel built without the card's sm is named as
+   such instead of surfacing later as "no kernel image is available for execution".
+3. Kernels and ceilings, sized to the memory that is free (another process may hold most of it): smaller
+   problems and a WARN that says so, never an out-of-memory crash; the sizes used are in the figures.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from verify import presence
 from verify.context import Context
 from verify.result import Result, Status
 
 NAME = "gpu"
 DESCRIPTION = (
-    "torch sees the GPUs, sm covered by the wheel, kernel vs CPU, matmul TFLOP/s and bandwidth vs spec"
+    "torch uses the GPUs present, sm covered by the wheel, kernel vs CPU, matmul TFLOP/s and "
+    "bandwidth vs spec"
 )
 DEFAULT_TIMEOUT_S = 180.0
 
@@ -33,31 +39,53 @@ BOUNDS = {"fp32": 1e-5, "tf32": 2e-3, "bf16": 1e-2}
 WARN_FRACTION = {"bf16": 0.5, "tf32": 0.5, "copy": 0.6}
 
 
-# ---- CUDA_VISIBLE_DEVICES -------------------------------------------------------------------------------
+# ---- problem sizes that fit in the free memory ------------------------------------------------------------
+
+MIB = 1 << 20
+MATMUL_SIZES = (8192, 4096, 2048, 1024, 512)  # n of the n x n x n products, largest first
+COPY_SIZES = (1024 * MIB, 512 * MIB, 256 * MIB, 64 * MIB, 16 * MIB)
+FREE_FRACTION = 0.5  # use at most half of what is free: the other process may grow, the allocator rounds up
+RESERVE_BYTES = 256 * MIB  # cuBLAS workspace and the kernel check's inputs (~40 MiB), with room to spare
+FIX_FREE = (
+    "free the GPU: `nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv` lists what "
+    "holds it"
+)
 
 
-def visible_nvml_indices(cvd: str | None, uuids: list[str]) -> list[int]:
-    """The NVML indices CUDA will expose for this CUDA_VISIBLE_DEVICES value.
+def matmul_bytes(n: int) -> int:
+    """Peak memory of matmul_tflops at n: two input sets of two n x n fp32 (tf32) matrices plus the output."""
+    return 5 * 4 * n * n
 
-    CUDA's rules: unset -> every device; entries are indices or (prefixes of) UUIDs ("GPU-...", "MIG-...");
-    parsing stops at the first entry that names no device (the rest is ignored, not an error); we also stop
-    at a repeated device, which CUDA does not expose twice. An empty value hides every device.
-    """
-    if cvd is None:
-        return list(range(len(uuids)))
-    chosen: list[int] = []
-    for raw in cvd.split(","):
-        entry = raw.strip()
-        index: int | None = None
-        if re.fullmatch(r"\d+", entry):
-            index = int(entry) if int(entry) < len(uuids) else None
-        elif entry:
-            matches = [i for i, u in enumerate(uuids) if u.lower().startswith(entry.lower())]
-            index = matches[0] if len(matches) == 1 else None
-        if index is None or index in chosen:
-            break
-        chosen.append(index)
-    return chosen
+
+@dataclass(frozen=True)
+class WorkSize:
+    matmul_n: int
+    copy_bytes: int
+    full_matmul_n: int
+    full_copy_bytes: int
+
+    @property
+    def reduced(self) -> bool:
+        return (self.matmul_n, self.copy_bytes) != (self.full_matmul_n, self.full_copy_bytes)
+
+
+def work_size(free_bytes: int, quick: bool) -> WorkSize | None:
+    """The largest standard sizes (the full ones unless memory is short) that fit; None if not even the
+    smallest does. Standard sizes only, so figures stay comparable between runs that report the same size."""
+    full_n = 4096 if quick else 8192
+    full_copy = (256 if quick else 1024) * MIB
+    budget = FREE_FRACTION * free_bytes - RESERVE_BYTES
+    n = next((n for n in MATMUL_SIZES if n <= full_n and matmul_bytes(n) <= budget), None)
+    copy = next((c for c in COPY_SIZES if c <= full_copy and 2 * c <= budget), None)
+    if n is None or copy is None:
+        return None
+    return WorkSize(n, copy, full_n, full_copy)
+
+
+def min_free_bytes() -> int:
+    """The free memory below which work_size finds nothing to run."""
+    need = max(matmul_bytes(MATMUL_SIZES[-1]), 2 * COPY_SIZES[-1]) + RESERVE_BYTES
+    return int(need / FREE_FRACTION) + 1
 
 
 # ---- architecture coverage --------------------------------------------------------------------------------
@@ -106,40 +134,6 @@ def arch_coverage(capability: tuple[int, int], arch_list: list[str]) -> Coverage
 # ---- the checks -------------------------------------------------------------------------------------------
 
 
-def _no_gpu_reason() -> str:
-    import torch
-
-    if torch.version.cuda is None:
-        return f"torch {torch.__version__} is a CPU-only build (torch.version.cuda is None)"
-    try:
-        torch.cuda.init()
-    except (
-        Exception
-    ) as exc:  # CUDA's own words: "Found no NVIDIA driver", "CUDA driver version is insufficient"
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-    return "torch.cuda.device_count() is 0"
-
-
-def nvml_uuids() -> tuple[list[str] | None, str]:
-    """Every GPU's UUID in NVML order, or None and why NVML could not be read."""
-    try:
-        import pynvml
-    except ImportError:
-        return None, "nvidia-ml-py not installed"
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:
-        return None, f"nvmlInit failed: {exc}"
-    try:
-        out = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            u = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(i))
-            out.append(u.decode() if isinstance(u, bytes) else u)
-        return out, ""
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def kernel_errors(device: Any) -> dict[str, float]:
     """Relative errors of real kernels on fresh random inputs against float64 CPU references.
 
@@ -182,21 +176,58 @@ def _bound_for(key: str) -> float:
     return BOUNDS["fp32"] if key == "elementwise_fp32" else BOUNDS[key.removeprefix("matmul_")]
 
 
-def measure_device(index: int, quick: bool) -> dict[str, Any]:
-    """Kernel check and the two ceilings on one GPU."""
+def measure_device(index: int, size: WorkSize, quick: bool) -> dict[str, Any]:
+    """Kernel check and the two ceilings on one GPU, at the given sizes; the cache is emptied between
+    phases so the peak is the largest phase, not their sum."""
     import torch
 
     from verify.measure import copy_bandwidth, matmul_tflops
 
     device = torch.device("cuda", index)
+    iters = 10 if quick else 20
     with torch.cuda.device(device):
         errs = kernel_errors(device)
-        n = 4096 if quick else 8192
-        iters = 10 if quick else 20
-        bf16 = matmul_tflops(device, "bf16", n, iters=iters)
-        tf32 = matmul_tflops(device, "tf32", n, iters=iters)
-        copy = copy_bandwidth(device, (256 if quick else 1024) << 20, iters=iters)
-    return {"errors": errs, "bf16": bf16, "tf32": tf32, "copy": copy}
+        rates: dict[str, Any] = {"errors": errs}
+        for key in ("bf16", "tf32"):
+            torch.cuda.empty_cache()
+            rates[key] = matmul_tflops(device, key, size.matmul_n, iters=iters)
+        torch.cuda.empty_cache()
+        rates["copy"] = copy_bandwidth(device, size.copy_bytes, iters=iters)
+        torch.cuda.empty_cache()
+    return rates
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB"
+
+
+def _size_gpus(gpus: list[dict[str, Any]], quick: bool) -> tuple[dict[int, WorkSize], list[str], list[str]]:
+    """Pick each GPU's work size from its free memory: (sizes by index, problems, warnings)."""
+    import torch
+
+    sizes: dict[int, WorkSize] = {}
+    problems: list[str] = []
+    warnings: list[str] = []
+    for g in gpus:
+        free, total = torch.cuda.mem_get_info(g["index"])
+        g["memory_free_MiB"], g["memory_total_MiB"] = free // MIB, total // MIB
+        size = work_size(free, quick)
+        if size is None:
+            problems.append(
+                f"GPU {g['index']} {g['name']} has only {free // MIB} MiB of {_gib(total)} free, under the "
+                f"{min_free_bytes() // MIB} MiB the checks need (training would run out of memory); "
+                f"fix: {FIX_FREE}"
+            )
+            continue
+        sizes[g["index"]] = size
+        if size.reduced:
+            warnings.append(
+                f"GPU {g['index']}: only {_gib(free)} of {_gib(total)} free (other processes hold the rest): "
+                f"work sized down to matmul n={size.matmul_n} (full {size.full_matmul_n}) and a "
+                f"{size.copy_bytes // MIB} MiB copy (full {size.full_copy_bytes // MIB}), so its figures are "
+                f"not comparable with full-size runs and not judged against the spec; fix: {FIX_FREE}"
+            )
+    return sizes, problems, warnings
 
 
 def run(ctx: Context) -> Result:
@@ -206,36 +237,28 @@ def run(ctx: Context) -> Result:
     def done(status: Status, summary: str, figures: dict, details: dict) -> Result:
         return Result(NAME, status, summary, figures, details, time.monotonic() - start)
 
-    arch_list = list(torch.cuda.get_arch_list())
+    facts = presence.collect()
+    verdict = presence.diagnose(facts, require_gpu=ctx.require_gpu)
+    arch_list = list(torch.cuda.get_arch_list()) if facts.torch_count else []
     details: dict[str, Any] = {
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "arch_list": arch_list,
+        "presence": {"facts": facts.to_dict(), "verdict": verdict.to_dict()},
     }
-    if not torch.cuda.is_available():
-        return done(
-            Status.SKIP, f"no GPU: torch.cuda.is_available() is False ({_no_gpu_reason()})", {}, details
-        )
+    figures: dict[str, Any] = {"gpus": facts.torch_count}
+    if facts.nvml_gpus is not None:
+        figures["nvml_gpus"] = len(facts.nvml_gpus)
+    if verdict.expected is not None:
+        figures["expected_gpus"] = verdict.expected
+    if verdict.status is not None:
+        return done(verdict.status, verdict.summary, figures, details)
 
     from verify import specs
 
+    count = facts.torch_count
     problems: list[str] = []
-    warnings: list[str] = []
-    count = torch.cuda.device_count()
-    uuids, nvml_why = nvml_uuids()
-    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
-    figures: dict[str, Any] = {"gpus": count}
-    if uuids is None:
-        warnings.append(f"device count not compared with NVML ({nvml_why})")
-    else:
-        expected = visible_nvml_indices(cvd, uuids)
-        figures["nvml_gpus"] = len(uuids)
-        details["nvml_visible_indices"] = expected
-        if len(expected) != count:
-            problems.append(
-                f"torch sees {count} GPU(s) but NVML has {len(uuids)} and CUDA_VISIBLE_DEVICES={cvd!r} "
-                f"makes {len(expected)} visible"
-            )
+    warnings: list[str] = list(verdict.warnings)
 
     # Architecture first: before any kernel runs.
     gpus: list[dict[str, Any]] = []
@@ -254,8 +277,14 @@ def run(ctx: Context) -> Result:
     if problems:
         return done(Status.FAIL, "; ".join(problems), figures, details)
 
+    sizes, problems, size_warnings = _size_gpus(gpus, ctx.quick)
+    warnings += size_warnings
+    if problems:
+        return done(Status.FAIL, "; ".join(problems + warnings), figures, details)
+
     for g in gpus:
-        m = measure_device(g["index"], ctx.quick)
+        size = sizes[g["index"]]
+        m = measure_device(g["index"], size, ctx.quick)
         bad = {k: v for k, v in m["errors"].items() if k != "seed" and not v <= _bound_for(k)}
         g["rel_errors"] = {k: float(f"{v:.3g}") for k, v in m["errors"].items()}
         for k, v in bad.items():
@@ -267,7 +296,9 @@ def run(ctx: Context) -> Result:
         g["copy_GBps"] = round(m["copy"].gbps, 1)
         g["matmul_n"] = m["bf16"].n
         g["copy_bytes"] = m["copy"].nbytes
-        spec = specs.lookup(g["name"])
+        g["work_reduced"] = size.reduced
+        total_memory = torch.cuda.get_device_properties(g["index"]).total_memory
+        spec = specs.lookup(g["name"], memory_bytes=total_memory)
         if spec:
             g["spec"] = {
                 "model": spec.model,
@@ -282,13 +313,16 @@ def run(ctx: Context) -> Result:
                 ("copy", g["copy_GBps"], spec.mem_bw_gbps),
             ):
                 g[f"{key}_pct_of_spec"] = round(100 * got / peak, 1)
-                if got < WARN_FRACTION[key] * peak:
+                if got < WARN_FRACTION[key] * peak and not size.reduced:
                     warnings.append(
                         f"GPU {g['index']} {key} {got:g} is {100 * got / peak:.0f}% of the {spec.model} spec "
                         f"{peak:g} (< {100 * WARN_FRACTION[key]:.0f}%): check clocks, power cap, throttling"
                     )
         else:
-            warnings.append(f"GPU {g['index']} {g['name']} is not in verify/specs.py: no spec comparison")
+            warnings.append(
+                f"GPU {g['index']} {g['name']} ({_gib(total_memory)}) is not in verify/specs.py: "
+                f"no spec comparison"
+            )
 
     slowest = min(gpus, key=lambda g: g["bf16_tflops"])
     figures |= {
@@ -298,6 +332,8 @@ def run(ctx: Context) -> Result:
         "tf32_tflops": min(g["tf32_tflops"] for g in gpus),
         "copy_GBps": min(g["copy_GBps"] for g in gpus),
         "max_rel_err_bf16": max(g["rel_errors"]["matmul_bf16"] for g in gpus),
+        "matmul_n": min(g["matmul_n"] for g in gpus),
+        "copy_MiB": min(g["copy_bytes"] for g in gpus) // MIB,
     }
     for key in ("bf16_pct_of_spec", "tf32_pct_of_spec", "copy_pct_of_spec"):
         if key in slowest:
@@ -309,7 +345,7 @@ def run(ctx: Context) -> Result:
     summary = (
         f"{count}x {slowest['name']} {slowest['sm']} ({gpus[0]['coverage']}); kernels match CPU; "
         f"bf16 {figures['bf16_tflops']:g} TFLOP/s{spec_txt}, tf32 {figures['tf32_tflops']:g}, "
-        f"copy {figures['copy_GBps']:g} GB/s"
+        f"copy {figures['copy_GBps']:g} GB/s (matmul n={figures['matmul_n']}, copy {figures['copy_MiB']} MiB)"
     )
     if warnings:
         return done(Status.WARN, "; ".join(warnings) + " | " + summary, figures, details)

@@ -8,7 +8,8 @@ import checkfakes
 import pytest
 
 from verify.checks import CHECK_MODULES
-from verify.cli import build_parser, main
+from verify.cli import build_parser, main, require_gpu
+from verify.context import Context
 
 ALL_NAMES = ["env", "driver", "gpu", "nccl", "amp", "bert"]
 
@@ -37,7 +38,16 @@ def test_run_help_lists_every_option(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     out = capsys.readouterr().out
-    for option in ("--only", "--skip", "--json", "--junit", "--quick", "--timeout", "--manifest"):
+    for option in (
+        "--only",
+        "--skip",
+        "--json",
+        "--junit",
+        "--quick",
+        "--timeout",
+        "--manifest",
+        "--require-gpu",
+    ):
         assert option in out
 
 
@@ -127,3 +137,47 @@ def test_run_writes_json_and_junit_where_asked(tmp_path, monkeypatch, capsys):
     assert junit_path.read_text().startswith('<?xml version="1.0"')
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2:] == [f"JUnit XML: {junit_path}", f"JSON report: {json_path}"]
+
+
+# A fake check that reports what its process was told, so the flag is seen where the gpu check reads it.
+TELLS_REQUIRE_GPU = """
+def run(ctx):
+    return Result(NAME, Status.PASS, "told", figures={"require_gpu": ctx.require_gpu})
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], None, False),
+        (["--require-gpu"], None, True),
+        ([], "1", True),
+        ([], "yes", True),
+        ([], "0", False),
+        (["--require-gpu"], "0", True),  # the flag is never undone by the environment
+    ],
+)
+def test_require_gpu_reaches_the_check_process_and_the_report(tmp_path, monkeypatch, argv, env, expected):
+    monkeypatch.setitem(checkfakes.SOURCES, "tells", TELLS_REQUIRE_GPU)
+    modules = checkfakes.install(tmp_path, monkeypatch, tells=30)
+    if env is None:
+        monkeypatch.delenv("VERIFY_REQUIRE_GPU", raising=False)
+    else:
+        monkeypatch.setenv("VERIFY_REQUIRE_GPU", env)
+    report_path = tmp_path / "r.json"
+    assert main(["run", *argv, "--json", str(report_path)], check_modules=modules) == 0
+    report = json.loads(report_path.read_text())
+    assert report["options"]["require_gpu"] is expected
+    assert report["results"][0]["figures"] == {"require_gpu": expected}
+
+
+def test_a_require_gpu_value_that_is_neither_yes_nor_no_is_a_usage_error(capsys, monkeypatch):
+    monkeypatch.setenv("VERIFY_REQUIRE_GPU", "maybe")
+    err = _usage_error(capsys, ["run", "--only", "env"])
+    assert "VERIFY_REQUIRE_GPU='maybe': expected 1 or 0" in err
+    assert require_gpu(True, {"VERIFY_REQUIRE_GPU": "0"}) is True
+
+
+def test_context_round_trips_require_gpu():
+    assert Context.from_dict(Context(require_gpu=True).to_dict()).require_gpu is True
+    assert Context.from_dict({}).require_gpu is False  # an older caller's JSON

@@ -1,37 +1,54 @@
-"""gpu check logic: CUDA_VISIBLE_DEVICES parsing and arch-list coverage (pure functions)."""
+"""gpu check logic: arch-list coverage and problem sizes that fit the free memory (pure functions).
+
+CUDA_VISIBLE_DEVICES and presence rules are tested in test_presence.py.
+"""
+
+import json
+from pathlib import Path
 
 import pytest
 
-from verify.checks.gpu import arch_coverage, visible_nvml_indices
+from verify.checks.gpu import MIB, WorkSize, arch_coverage, matmul_bytes, min_free_bytes, work_size
 
-UUIDS = ["GPU-1111aaaa-0000", "GPU-2222bbbb-0000", "GPU-3333cccc-0000", "GPU-4444dddd-0000"]
+RECORDINGS = Path(__file__).resolve().parents[2] / "nvml_replay" / "recordings"
+GIB = 2**30
+
+
+def _recorded_free(name: str) -> int:
+    return json.loads((RECORDINGS / f"{name}.json").read_text())["devices"][0]["nvmlDeviceGetMemoryInfo"][
+        "free"
+    ]
+
+
+def test_full_sizes_on_the_idle_h200_and_with_130_gib_held():
+    # free memory as NVML reported it on the lent H200: idle (139.8 GiB) and with another process holding
+    # 130.5 GiB (9.3 GiB free): the full problem still fits, so the figures stay comparable
+    for recording in ("h200-idle", "h200-held"):
+        size = work_size(_recorded_free(recording), quick=False)
+        assert size == WorkSize(8192, 1024 * MIB, 8192, 1024 * MIB) and not size.reduced
+    assert work_size(_recorded_free("h200-held"), quick=True) == WorkSize(4096, 256 * MIB, 4096, 256 * MIB)
 
 
 @pytest.mark.parametrize(
-    ("cvd", "expected"),
+    ("free", "matmul_n", "copy_mib"),
     [
-        (None, [0, 1, 2, 3]),
-        ("", []),
-        ("0", [0]),
-        ("2,0", [2, 0]),
-        ("1, 3", [1, 3]),
-        ("0,7,1", [0]),  # CUDA stops at the first invalid entry
-        ("0,-1,1", [0]),
-        ("GPU-2222bbbb-0000", [1]),
-        ("GPU-3333,GPU-1111", [2, 0]),  # unique UUID prefixes are accepted
-        ("GPU-", []),  # ambiguous prefix names no device
-        ("GPU-9999", []),
-        ("1,1", [1]),  # a repeated device is not exposed twice
-        ("NoDevFiles", []),
+        (3 * GIB, 8192, 512),
+        (int(1.5 * GIB), 4096, 256),
+        (768 * MIB, 2048, 64),
+        (600 * MIB, 1024, 16),
     ],
 )
-def test_visible_devices(cvd, expected):
-    assert visible_nvml_indices(cvd, UUIDS) == expected
+def test_work_shrinks_when_memory_is_short(free, matmul_n, copy_mib):
+    size = work_size(free, quick=False)
+    assert (size.matmul_n, size.copy_bytes // MIB) == (matmul_n, copy_mib) and size.reduced
+    budget = free / 2 - 256 * MIB  # never more than half of what is free, less the reserve
+    assert matmul_bytes(size.matmul_n) <= budget and 2 * size.copy_bytes <= budget
 
 
-def test_visible_devices_on_a_host_without_nvml_devices():
-    assert visible_nvml_indices(None, []) == []
-    assert visible_nvml_indices("0", []) == []
+def test_below_the_minimum_nothing_runs():
+    assert work_size(min_free_bytes(), quick=False) is not None
+    assert work_size(min_free_bytes() - MIB, quick=False) is None
+    assert work_size(0, quick=True) is None
 
 
 TORCH_211 = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]

@@ -61,7 +61,14 @@ def _report(results=None, interrupted=False, manifest_path=Path("/nonexistent/ma
         started_at=dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC),
         duration_s=301.7,
         manifest_path=manifest_path,
-        options={"quick": False, "timeout_s": None, "only": [], "skip": [], "checks": ["env", "driver"]},
+        options={
+            "quick": False,
+            "timeout_s": None,
+            "require_gpu": True,
+            "only": [],
+            "skip": [],
+            "checks": ["env", "driver"],
+        },
         interrupted=interrupted,
     )
 
@@ -121,6 +128,7 @@ def test_exit_code(results, interrupted, code):
         lambda r: r["summary"].update(errors=0),
         lambda r: r.update(exit_code=2),
         lambda r: r.update(started_at="yesterday"),
+        lambda r: r["options"].update(require_gpu="yes"),
     ],
 )
 def test_schema_rejects_broken_reports(breakage):
@@ -174,6 +182,12 @@ def test_table_shows_every_check_with_status_and_time():
         line = next(line for line in text.splitlines() if f" {name} " in line)
         assert status in line
     assert "300.0 s" in text
+
+
+def test_schema_doc_names_every_option():
+    doc = DOC.read_text()
+    for option in SCHEMA["properties"]["options"]["properties"]:
+        assert f"`{option}`" in doc, f"docs/report-schema.md does not describe options.{option}"
 
 
 def test_schema_doc_names_every_top_level_field():
