@@ -23,6 +23,8 @@ help: ## list the targets
 	@echo "pytorch-cuda: build, run and verify GPU deep-learning images"
 	@echo
 	@echo "usage: make TARGET [TAG=v2.8] [FLAVOR=runtime|devel] [REGISTRY=ghcr.io/you] [CA_BUNDLE=file.pem] [VERIFY_ARGS=--quick]"
+	@echo "       make test|test-unit|test-network|test-engine|test-gpu [PYTEST_ARGS='-q -k name']"
+	@echo "tests: a plain pytest and test-unit leave out the tests marked network (PyPI) and gpu; test (CI) runs network"
 	@echo
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
@@ -81,21 +83,26 @@ down: ## docker compose down (named volumes are kept)
 	@test -n "$(COMPOSE)" || { echo "error: neither 'docker compose' nor 'docker-compose' found; fix: install Docker Compose v2"; exit 2; }
 	$(COMPOSE) $(compose_files) down
 
+# Markers (pyproject.toml): a plain pytest deselects `gpu` and `network`; `make test` asks for network too.
 .PHONY: test
-test: ## the whole test suite but GPU tests (needs a Docker engine: see .ci/run)
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+test: ## the whole suite but GPU tests, network (PyPI) tests included: what CI runs (needs dockerd: see .ci/run)
+	$(PYTHON) -m pytest -m 'not gpu' $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: ## fast tests only: no engine, no image builds
+test-unit: ## fast tests only, offline: no engine, no image builds, no network (PyPI) tests
 	$(PYTHON) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+.PHONY: test-network
+test-network: ## only the tests that read PyPI (marker network)
+	$(PYTHON) -m pytest -m network $(PYTEST_ARGS)
 
 .PHONY: test-engine
 test-engine: ## engine tests only (real dockerd, builds the v2.8 image once)
 	$(PYTHON) -m pytest tests/engine $(PYTEST_ARGS)
 
 .PHONY: test-gpu
-test-gpu: ## GPU tests (run on a GPU host)
-	$(PYTHON) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
+test-gpu: ## GPU tests on a GPU host; they FAIL when no GPU is seen (VERIFY_EXPECT_GPU=1; =0 lets them skip)
+	VERIFY_EXPECT_GPU=$${VERIFY_EXPECT_GPU:-1} $(PYTHON) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
 
 .PHONY: lint
 lint: ## ruff check + format check, hadolint on every Dockerfile, actionlint on workflows
