@@ -209,7 +209,11 @@ def _size_gpus(gpus: list[dict[str, Any]], quick: bool) -> tuple[dict[int, WorkS
     problems: list[str] = []
     warnings: list[str] = []
     for g in gpus:
-        free, total = torch.cuda.mem_get_info(g["index"])
+        try:
+            free, total = torch.cuda.mem_get_info(g["index"])  # the first call creates the CUDA context
+        except RuntimeError as exc:  # "CUDA error: out of memory": no room even for a context
+            problems.append(f"GPU {g['index']} {g['name']}: {str(exc).splitlines()[0]}; fix: {FIX_FREE}")
+            continue
         g["memory_free_MiB"], g["memory_total_MiB"] = free // MIB, total // MIB
         size = work_size(free, quick)
         if size is None:
