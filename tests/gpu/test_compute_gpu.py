@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from verify import reference, specs
+from verify import presence, reference, specs
 from verify.bench import BenchConfig, run_benchmark
 from verify.checks import amp, bert, gpu, nccl
 from verify.context import Context
@@ -32,8 +32,9 @@ def test_arch_list_covers_this_gpu():
 def test_gpu_check_passes_with_figures_near_spec():
     r = gpu.run(Context(quick=True))
     assert r.status == Status.PASS, r.summary
+    nvml_gpus, _, driver = presence.collect_nvml()
     expected = len(
-        gpu.visible_nvml_indices(os.environ.get("CUDA_VISIBLE_DEVICES"), gpu.nvml_uuids()[0] or [])
+        presence.visible_devices(os.environ.get("CUDA_VISIBLE_DEVICES"), nvml_gpus or (), driver).devices
     )
     assert r.figures["gpus"] == torch.cuda.device_count() == expected
     spec = specs.lookup(torch.cuda.get_device_name(0), torch.cuda.get_device_properties(0).total_memory)
