@@ -16,7 +16,8 @@ then asked in each way it may serve GPUs, one after the other:
 
 An engine refuses a way it cannot serve when the container is created or started; the caller catches that
 and tries the next. This module holds the probe (injectable: paths and the nvidia-smi command) and the
-pure rules (which ways, what to say); images.run_verify makes the engine calls.
+pure rules (which ways, what to say), without docker-py, so the probe also runs on a bare GPU host;
+images.run_verify makes the engine calls.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from docker.types import DeviceRequest
 
 GPU_MODES = ("auto", "all", "none")
 INSTALL_GUIDE = "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
@@ -109,14 +108,14 @@ class GpuWay:
     key: str  # "hook" | "runtime" | "cdi" | "cpu"
     label: str  # as a user would say it
     runtime: str | None = None
-    device_requests: tuple[DeviceRequest, ...] = ()
+    device_requests: tuple[Mapping[str, Any], ...] = ()  # docker.types.DeviceRequest keyword arguments
     environment: Mapping[str, str] = field(default_factory=dict)
 
 
 HOOK = GpuWay(
     "hook",
     "`--gpus all` (the NVIDIA Container Toolkit's hook)",
-    device_requests=(DeviceRequest(count=-1, capabilities=[["gpu"]]),),
+    device_requests=({"count": -1, "capabilities": [["gpu"]]},),
 )
 RUNTIME = GpuWay(
     "runtime", "the `nvidia` runtime", runtime="nvidia", environment={"NVIDIA_VISIBLE_DEVICES": "all"}
@@ -124,7 +123,7 @@ RUNTIME = GpuWay(
 CDI = GpuWay(
     "cdi",
     f"CDI `--device {CDI_DEVICE}`",
-    device_requests=(DeviceRequest(driver="cdi", device_ids=[CDI_DEVICE]),),
+    device_requests=({"driver": "cdi", "device_ids": [CDI_DEVICE]},),
 )
 # No GPU, even where the engine's default runtime is `nvidia` (the image sets NVIDIA_VISIBLE_DEVICES=all).
 CPU_ONLY = GpuWay("cpu", "no GPU", environment={"NVIDIA_VISIBLE_DEVICES": "void"})

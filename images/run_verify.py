@@ -113,7 +113,7 @@ def _start(
     driver serves at start."""
     host_config = client.create_host_config(
         runtime=way.runtime,
-        device_requests=list(way.device_requests) or None,
+        device_requests=[dict(request) for request in way.device_requests] or None,
         shm_size="1g",  # NCCL and DataLoader workers need more than Docker's 64 MB default
     )
     try:
