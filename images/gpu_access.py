@@ -190,8 +190,9 @@ def plan_gpus(mode: str, host: HostGpus, remote_engine: str | None = None) -> Gp
 def no_access_message(host: HostGpus, attempts: Sequence[Attempt], info: Mapping[str, Any]) -> str:
     """The FAIL for a GPU host whose engine handed no GPU to the container: each way and what the engine
     said, the cause, and the NVIDIA Container Toolkit step that is missing."""
+    wanted = f"the host has NVIDIA GPUs ({host.describe()})" if host.found else "--gpus all requires GPUs"
     lines = [
-        f"the host has NVIDIA GPUs ({host.describe()}) but the Docker engine gives a container none of them:",
+        f"{wanted} but the Docker engine gives a container none of them:",
         *(f"  - {a.way.label}: {'refused: ' if a.tried else ''}{a.said}" for a in attempts),
     ]
     by_key = {a.way.key: a for a in attempts}

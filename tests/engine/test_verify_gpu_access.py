@@ -107,11 +107,16 @@ def test_make_verify_on_a_gpu_host_without_the_toolkit_exits_1(
     host = fake_gpu_host(tmp_path / "host")
     empty = tmp_path / "empty"
     empty.mkdir()
-    for args in (["--probe-root", str(host)], ["--gpus", "all", "--probe-root", str(empty)]):
+    runs = {
+        "error: the host has NVIDIA GPUs": ["--probe-root", str(host)],
+        "error: --gpus all requires GPUs": ["--gpus", "all", "--probe-root", str(empty)],
+    }
+    for opening, args in runs.items():
         proc = _images_verify("--reports", str(tmp_path / "reports"), *args, "--", "--quick")
         assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert "Traceback" not in proc.stdout + proc.stderr
-        assert "error: the host has NVIDIA GPUs" in proc.stderr
+        assert opening in proc.stderr
+        assert "but the Docker engine gives a container none of them" in proc.stderr
         assert "nvidia-ctk runtime configure --runtime=docker" in proc.stderr
         assert "verify runs with --require-gpu" in proc.stdout
         assert not (tmp_path / "reports").exists()  # nothing ran, no report

@@ -371,6 +371,11 @@ def test_gpus_all_requires_gpus_the_probe_did_not_see(tmp_path: Path) -> None:
     assert "--gpus all (GPUS=all) requires GPUs (the host probe found none)" in said
 
 
+def test_gpus_all_on_an_engine_without_gpus_says_gpus_were_required() -> None:
+    message = no_access_message(NO_GPU, [Attempt(HOOK, NO_GPU_DRIVER, True)], INFO_HERE)
+    assert message.startswith("--gpus all requires GPUs but the Docker engine gives a container none")
+
+
 def test_gpus_none_runs_on_the_cpu_of_a_gpu_host(tmp_path: Path) -> None:
     engine = FakeEngine(INFO_GPU_HOST, lambda hc, env: None)
     outcome, said = run(engine, tmp_path, probe=gpu_host(tmp_path / "host"), gpus="none")
