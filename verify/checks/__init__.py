@@ -20,4 +20,5 @@ CHECK_MODULES: tuple[str, ...] = (
     "verify.checks.nccl",
     "verify.checks.amp",
     "verify.checks.bert",
+    "verify.checks.compile",
 )
