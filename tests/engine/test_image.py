@@ -105,7 +105,8 @@ def test_make_verify_cli_copies_the_report_and_returns_verifys_exit_code(
         cwd=repo, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "on CPU only (the engine has no nvidia runtime)" in proc.stdout or "with all GPUs" in proc.stdout
+    cpu_line = "on CPU only: this host shows no NVIDIA GPU"
+    assert cpu_line in proc.stdout or "with all GPUs through" in proc.stdout
     report = json.loads((tmp_path / "v2.8" / "verify.json").read_text())
     assert [r["name"] for r in report["results"]] == ["env", "gpu"]
     assert (tmp_path / "v2.8" / "verify.xml").is_file()
