@@ -55,7 +55,16 @@ def _result(report: dict, name: str) -> dict:
 def test_report_is_valid_and_complete(full_run):
     _, _, report, _ = full_run
     Draft202012Validator(SCHEMA).validate(report)
-    assert [r["name"] for r in report["results"]] == ["env", "driver", "gpu", "nccl", "amp", "bert"]
+    assert [r["name"] for r in report["results"]] == [
+        "env",
+        "driver",
+        "host",
+        "gpu",
+        "nccl",
+        "amp",
+        "bert",
+        "compile",
+    ]
     assert report["host"]["python"] == platform.python_version()
     assert report["options"]["quick"] is True
     for result in report["results"]:
@@ -159,8 +168,10 @@ def test_list_names_every_check(tmp_path):
     assert [line.split()[0] for line in proc.stdout.splitlines()] == [
         "env",
         "driver",
+        "host",
         "gpu",
         "nccl",
         "amp",
         "bert",
+        "compile",
     ]
