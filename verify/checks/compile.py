@@ -9,13 +9,16 @@ and its fix), then compiles for real, which is the truth: a piece can be present
 The function is one fused pointwise kernel (sin(x) + 1): the smallest graph that still goes through code
 generation, the compiler and loading the built kernel. Inductor's and Triton's caches point at a fresh
 temporary directory, because a kernel built earlier loads from the cache without running any compiler and
-would hide a compiler that is gone. Compilation stays in this process (compile_threads=1): one kernel gains
-nothing from a worker pool, and an error then carries the compiler's own message.
+would hide a compiler that is gone (Triton loads a cached launcher without looking for gcc; the FX graph
+cache is off too). torch 2.8 keeps its precompiled headers in /tmp/torchinductor_<user> whatever the cache
+directory says; they only speed up the kernel's own g++ run, which still happens. Compilation stays in this
+process (compile_threads=1): one kernel gains nothing from a worker pool, and an error then carries the
+compiler's own message.
 
-Cost (measured on a 2-core CPU host, torch 2.13): a cold CPU compile probes the CPU's vector ISAs with a few
-test builds, then builds the kernel: 14 s with the headers in the page cache, 60 s the first time after
-boot. --quick on a host with GPUs compiles on the first GPU only and checks the CPU's pieces without the
-CPU compile; on a host without GPUs it still compiles on the CPU (never nothing).
+Cost on 2 shared cores: a cold CPU compile probes the CPU's vector ISAs with a few test builds, then builds
+the kernel: 14 s with the headers in the page cache (torch 2.13 on the host, torch 2.8 in the v2.8 image),
+60 s the first time on a fresh machine. --quick on a host with GPUs compiles on the first GPU only and
+checks the CPU's pieces without the CPU compile; on a host without GPUs it still compiles on the CPU.
 """
 
 from __future__ import annotations
