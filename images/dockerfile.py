@@ -24,11 +24,17 @@ REPO_ROOT = IMAGES_DIR.parent
 TEMPLATES_DIR = IMAGES_DIR / "templates"
 TEMPLATE_NAME = "Dockerfile.j2"
 
-# apt packages of the final stage per flavor (services packages live in the template's services block).
+# torch.compile compiles at run time, so every flavor carries what it calls: Inductor builds its CPU kernels
+# with g++ (or $CXX) against Python.h, and Triton builds its GPU launcher with gcc (or $CC) against Python.h
+# and the libc headers. g++ pulls gcc, binutils and libc6-dev; libpython3-dev is Python.h without
+# python3-dev's scripts and docs (46 packages, 310 MB of files in the v2.8 image; `verify run --only compile`
+# proves they work).
+TORCH_COMPILE_PACKAGES = ("g++", "libpython3-dev")
+# apt packages of the deps stage per flavor (services packages live in the template's services block).
 APT_PACKAGES = {
-    "runtime": (),
+    "runtime": TORCH_COMPILE_PACKAGES,
     # cpp_extension needs a C++ compiler, ninja and Python.h; nvcc itself comes from the CUDA wheels.
-    "devel": ("build-essential", "ninja-build", "python3-dev"),
+    "devel": (*TORCH_COMPILE_PACKAGES, "build-essential", "ninja-build", "python3-dev"),
 }
 SERVICES_BEGIN = "# --- services: owned by compose (images/rootfs) ---"
 SERVICES_END = "# --- end services ---"
