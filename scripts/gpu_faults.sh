@@ -73,7 +73,7 @@ row "CUDA_VISIBLE_DEVICES=MIG-bogus (no such MIG device)" 1 gpu env CUDA_VISIBLE
 row "no fault: CUDA_VISIBLE_DEVICES=0,7 (GPU 0 stays visible)" 0 gpu env CUDA_VISIBLE_DEVICES=0,7 -- --only gpu
 uuid=$(nvidia-smi --query-gpu=uuid --format=csv,noheader | head -n 1)
 row "no fault: CUDA_VISIBLE_DEVICES=<UUID prefix ${uuid:0:13}>" 0 gpu env CUDA_VISIBLE_DEVICES="${uuid:0:13}" -- --only gpu
-row "CUDA_VISIBLE_DEVICES=0,0 (a repeated id)" 0 gpu env CUDA_VISIBLE_DEVICES=0,0 -- --only gpu
+row "CUDA_VISIBLE_DEVICES=0,0 (a device named twice)" 1 gpu env CUDA_VISIBLE_DEVICES=0,0 -- --only gpu
 # NVML hidden (the test suite's stand-in pynvml with no recording answers "library not found"): /dev/nvidia0 is left.
 row "NVML unusable, /dev/nvidia0 present, CUDA_VISIBLE_DEVICES empty" 1 gpu env PYTHONPATH="$PWD/tests/nvml_replay:$PWD" CUDA_VISIBLE_DEVICES= -- --only gpu
 row "NVIDIA_VISIBLE_DEVICES=void on a bare host (only a container runtime reads it)" 0 gpu env NVIDIA_VISIBLE_DEVICES=void -- --only gpu --require-gpu
@@ -90,7 +90,7 @@ echo; echo "=== another process leaves 3 GiB free ==="
 $PY -c "import torch,time; f,_=torch.cuda.mem_get_info(); x=torch.empty(f-3*2**30, dtype=torch.uint8, device='cuda'); open('$TMP/held3','w').write('1'); time.sleep(600)" &
 holder=$!
 for _ in $(seq 90); do [ -f "$TMP/held3" ] && break; sleep 1; done
-row "another process leaves 3 GiB free (gpu and bert size down)" 0 gpu -- --only gpu,bert --require-gpu
+row "another process leaves 3 GiB free (gpu sizes down, bert not measured)" 0 bert -- --only gpu,bert --require-gpu
 kill "$holder"; wait "$holder" 2>/dev/null
 
 row "/dev/shm of 64 MiB (plain docker run's size)" 0 host unshare -m sh -c 'mount -t tmpfs -o size=64m tmpfs /dev/shm && exec "$@"' sh -- --only host

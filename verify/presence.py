@@ -108,6 +108,7 @@ class Visibility:
     why: str = ""  # why that entry stops the list
     ignored: tuple[str, ...] = ()  # the entries after it, which CUDA never reads
     notes: tuple[str, ...] = field(default=())  # MIG limits that dropped devices
+    repeated: bool = False  # stopped at a device named twice: CUDA then exposes none at all
 
 
 def _driver_major(driver_version: str | None) -> int | None:
@@ -226,8 +227,9 @@ def visible_devices(cvd: str | None, gpus: tuple[NvmlGpu, ...], driver_version: 
     CUDA's rules (CUDA Programming Guide, "CUDA Environment Variables", CUDA_VISIBLE_DEVICES): unset -> every
     device; empty -> none; entries are ordinals or (unique prefixes of) UUIDs, and "if an invalid index is
     encountered, only devices with indices that appear before the invalid index in the list are visible"
-    ("7,0" hides everything, "0,7" keeps GPU 0). We also stop at a repeated device (torch's own parser
-    goes further and assumes CUDA then exposes nothing; unconfirmed, so we model the milder rule).
+    ("7,0" hides everything, "0,7" keeps GPU 0). A device named twice ("0,0", or an ordinal and its UUID)
+    hides everything: cudaGetDeviceCount then fails with "invalid device ordinal" (seen on an H200, driver
+    580.159.04, CUDA 13.0: torch saw no GPU; torch's own parser assumes the same).
 
     MIG (NVIDIA Multi-Instance GPU User Guide, "MIG Device Names" > "CUDA Device Enumeration",
     https://docs.nvidia.com/datacenter/tesla/mig-user-guide/mig-device-names.html):
@@ -254,8 +256,9 @@ def visible_devices(cvd: str | None, gpus: tuple[NvmlGpu, ...], driver_version: 
         found, why = _resolve(entry, gpus)
         if found is not None:
             repeated = [d for d in found if d in chosen]
-            if repeated:
-                found, why = None, f"repeats {repeated[0].label()}"
+            if repeated:  # CUDA refuses the whole list, not only this entry
+                why = f"repeats {repeated[0].label()}"
+                return Visibility((), entry, why, tuple(entries[pos + 1 :]), repeated=True)
         if found is None:
             stopped_at, ignored = entry, tuple(entries[pos + 1 :])
             break
@@ -347,6 +350,12 @@ def _cvd_cause(facts: Facts, gpus: tuple[NvmlGpu, ...], seen: Visibility) -> Cau
         )
     if seen.stopped_at is None:
         return None  # the entries name MIG-mode GPUs without MIG devices: _mig_cause says so
+    if seen.repeated:
+        return Cause(
+            "cuda_visible_devices",
+            f"CUDA_VISIBLE_DEVICES={cvd!r}: entry {seen.stopped_at!r} {seen.why}, and a device named twice "
+            f"makes CUDA expose none at all ('invalid device ordinal'); {fix}",
+        )
     rest = f" (so CUDA never reads {', '.join(repr(e) for e in seen.ignored)})" if seen.ignored else ""
     first = "its first entry" if cvd.split(",")[0].strip() == seen.stopped_at else "entry"
     return Cause(

@@ -55,6 +55,8 @@ def test_gpu_setting_is_gpu_bound_estimated_and_compared():
 
 def test_bert_check_takes_a_smaller_batch_beside_a_memory_holder():
     # The fault: something else holds all but ~12 GiB of the GPU. bert-base batch 256 needs ~26 GiB.
+    gc.collect()
+    torch.cuda.empty_cache()  # earlier tests' cached blocks would come back as free once the check empties it
     free, _total = torch.cuda.mem_get_info()
     hold = torch.empty(int(free - 12 * GIB), dtype=torch.uint8, device="cuda")
     try:
@@ -69,7 +71,9 @@ def test_bert_check_takes_a_smaller_batch_beside_a_memory_holder():
     assert "nvidia-smi" in r.summary
 
 
-def test_bert_check_fails_by_name_when_nothing_fits():
+def test_bert_check_warns_by_name_when_nothing_fits():
+    gc.collect()
+    torch.cuda.empty_cache()
     free, _total = torch.cuda.mem_get_info()
     hold = torch.empty(int(free - 1 * GIB), dtype=torch.uint8, device="cuda")
     try:
@@ -78,5 +82,6 @@ def test_bert_check_fails_by_name_when_nothing_fits():
         del hold
         gc.collect()
         torch.cuda.empty_cache()
-    assert r.status == Status.FAIL
-    assert "does not fit" in r.summary and "is free" in r.summary and "CUDA_VISIBLE_DEVICES" in r.summary
+    assert r.status == Status.WARN
+    assert r.summary.startswith("not measured: ") and "does not fit" in r.summary
+    assert "is free" in r.summary and "CUDA_VISIBLE_DEVICES" in r.summary

@@ -135,7 +135,12 @@ FOUR = tuple(NvmlGpu(i, f"GPU-{c * 4}{i}aaa-0000", "NVIDIA H100 80GB HBM3") for 
         ("GPU-3333,GPU-1111", [2, 0], None),  # unique UUID prefixes are accepted
         ("GPU-", [], "GPU-"),  # ambiguous prefix names no device
         ("GPU-9999", [], "GPU-9999"),
-        ("1,1", [1], "1"),  # a repeated device is not exposed twice
+        (
+            "1,1",
+            [],
+            "1",
+        ),  # a device named twice: CUDA exposes none (seen on the H200: invalid device ordinal)
+        ("0,2,GPU-3333", [], "GPU-3333"),  # ... also when named once by ordinal and once by UUID
         ("NoDevFiles", [], "NoDevFiles"),
         ("MIG-bogus", [], "MIG-bogus"),
     ],
@@ -144,6 +149,17 @@ def test_visible_devices(cvd, expected, stopped_at):
     seen = visible_devices(cvd, FOUR, "580.159.04")
     assert [d.gpu for d in seen.devices] == expected
     assert seen.stopped_at == stopped_at
+
+
+def test_a_repeated_device_fails_naming_the_repeat(host):
+    # What the H200 answered for CUDA_VISIBLE_DEVICES=0,0 (scripts/gpu_faults.sh, 2026-12-01).
+    error = "RuntimeError: Unexpected error from cudaGetDeviceCount(). Error 101: invalid device ordinal"
+    verdict = presence.diagnose(
+        host(cuda_visible_devices="0,0", torch_count=0, cuda_error=error), require_gpu=False
+    )
+    assert verdict.status is Status.FAIL
+    (cause,) = [c for c in verdict.causes if c.key == "cuda_visible_devices"]
+    assert "entry '0' repeats GPU 0" in cause.message and "named twice" in cause.message
 
 
 def test_visible_devices_on_a_host_without_gpus():
