@@ -58,13 +58,13 @@ class Reference:
 
 
 _H200_VM = "the lent nvidia-h200 (1x H200 SXM, 16-vCPU Firecracker VM)"
-# Provisional until `verify bench bert` is run and recorded on that host (README, "verify bench").
 H200_2026_12_01 = Provenance(
     "us",
     "2026-12-01",
     _H200_VM,
-    "one process pinned to one core, bf16 autocast + SDPA, fused AdamW, 3 repeats x 30 steps",
-    "torch 2.11.0+cu130, driver 580.159.04 (transformers not recorded; 5.17.0 on that host on 2026-11-29)",
+    "`verify bench bert` (pinned to one core, bf16 autocast + SDPA, fused AdamW, 3 repeats x 30 steps)",
+    "torch 2.11.0+cu130, transformers 5.17.0, driver 580.159.04",
+    "docs/gpu-results.md",
 )
 H200_2026_11_29 = Provenance(
     "us",
@@ -83,10 +83,10 @@ H100_DESIGN = Provenance(
 )
 
 REFERENCES: tuple[Reference, ...] = (
-    # GPU-bound: judged. s128 b256 repeats 2848 / 2845 / 2846 (spread 0.1 %, 30 % of the measured bf16
-    # matmul peak); s512 b32 621 / 621 / 621 (0.0 %).
-    Reference("H200 SXM", "base", 128, 256, "bf16", False, 2846.0, True, H200_2026_12_01),
-    Reference("H200 SXM", "base", 512, 32, "bf16", False, 621.0, True, H200_2026_12_01),
+    # GPU-bound: judged. s128 b256 repeats 2833.6 / 2830.4 / 2828.4 (spread 0.2 %, 30.9 % of the bf16 matmul
+    # peak measured in the same run; peak memory 23.0 GiB); s512 b32 621.5 / 621.4 / 621.7 (0.05 %, 12.3 GiB).
+    Reference("H200 SXM", "base", 128, 256, "bf16", False, 2830.0, True, H200_2026_12_01),
+    Reference("H200 SXM", "base", 512, 32, "bf16", False, 621.5, True, H200_2026_12_01),
     # Launch-bound (the host CPU decides): shown by `verify bench bert`, never judged.
     Reference(
         "H200 SXM",

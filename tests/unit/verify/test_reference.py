@@ -1,5 +1,6 @@
 """Node health: only GPU-bound settings are judged (the 15 % rule); every figure says where it came from."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -24,7 +25,10 @@ def test_every_reference_names_a_spec_model_and_its_provenance():
 def test_the_bert_checks_gpu_setting_has_a_gpu_bound_reference():
     s = bert.GPU_SETTING
     ref = reference.lookup("H200 SXM", s["size"], s["seq"], s["batch"], s["precision"], False)
-    assert ref is not None and ref.gpu_bound and ref.samples_per_s == 2846.0
+    assert ref is not None and ref.gpu_bound and ref.measured_by_us
+    # The figure is one we recorded: the file it names holds the run and the figure.
+    recorded = Path(__file__).resolve().parents[3] / ref.origin.recorded_in
+    assert f"{ref.samples_per_s:g}" in recorded.read_text(encoding="utf-8")
 
 
 def test_launch_bound_settings_are_kept_but_not_judged():
