@@ -39,6 +39,7 @@ examples:
   verify run --manifest ./manifest.json    # compare versions with this image manifest
   verify list                              # the checks, one line each
   verify bench bert --help                 # the BERT training benchmark and its options
+  verify fleet reports/ --html fleet.html  # merge node reports, flag failed/slow/mismatched nodes
 
 exit codes: 0 all passed (SKIP and WARN allowed), 1 a check failed, 2 usage error, 130 interrupted
 """
@@ -135,6 +136,44 @@ def _add_bench(sub: argparse._SubParsersAction, load: bool) -> None:
     bert.set_defaults(bench_run=bench_module.run_bench)
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage, got {text!r}") from None
+    if not 0 <= value < 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage from 0 to below 100, got {text!r}")
+    return value
+
+
+def _add_fleet(sub: argparse._SubParsersAction) -> None:
+    from verify.fleet import DEFAULT_TOLERANCE_PCT
+
+    fleet = sub.add_parser(
+        "fleet",
+        help="merge node reports; flag failed, slow and mismatched nodes",
+        description="Merge `verify run` reports (files, or folders searched for *.json) into one node x "
+        "check table and flag: any failed check; a node more than --tolerance below the median of its own "
+        "GPU model "
+        "(matmul TFLOP/s, memory GB/s, bert samples/s, all_reduce busbw; same setting only); mixed driver, "
+        "CUDA or torch versions. Exit 0 none flagged, 1 a node failed or is flagged, 2 usage error.",
+    )
+    fleet.add_argument("reports", nargs="+", type=Path, metavar="REPORT", help="report JSON files or folders")
+    fleet.add_argument("--json", type=Path, metavar="FILE", help="write the merged fleet report as JSON")
+    fleet.add_argument(
+        "--html", type=Path, metavar="FILE", help="write one self-contained HTML file with plots"
+    )
+    fleet.add_argument(
+        "--tolerance",
+        type=_percent,
+        default=DEFAULT_TOLERANCE_PCT,
+        metavar="PCT",
+        help="flag a node this many percent below its GPU model's median "
+        f"(default {DEFAULT_TOLERANCE_PCT:g})",
+    )
+    fleet.set_defaults(func=cmd_fleet)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="verify",
@@ -146,6 +185,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
     sub.add_parser("list", help="list the checks, one line each").set_defaults(func=cmd_list)
+    _add_fleet(sub)
     _add_bench(sub, load=bool(argv) and argv[0] == "bench")
     return parser
 
@@ -233,6 +273,28 @@ def cmd_list(_args: argparse.Namespace, modules: Sequence[str]) -> int:
     for spec in specs:
         print(f"{spec.name:<{width}}  {spec.description}  (timeout {spec.default_timeout_s:g} s)")
     return rep.EXIT_OK
+
+
+def cmd_fleet(args: argparse.Namespace, _modules: Sequence[str]) -> int:
+    import json
+
+    from verify import fleet as fl
+    from verify.fleet_html import write_html
+
+    json_path = ensure_writable(args.json, "--json") if args.json else None
+    html_path = ensure_writable(args.html, "--html") if args.html else None
+    try:
+        fleet = fl.merge(args.reports, args.tolerance)
+    except fl.FleetInputError as exc:
+        raise UsageError(str(exc)) from None
+    print(fl.render_text(fleet))
+    if json_path:
+        rep._atomic_write(json_path, json.dumps(fleet.to_dict(), indent=1, allow_nan=False) + "\n")
+        print(f"fleet JSON: {json_path.resolve()}")
+    if html_path:
+        write_html(fleet, html_path)
+        print(f"fleet HTML: {html_path.resolve()}")
+    return fleet.exit_code
 
 
 def cmd_bench(args: argparse.Namespace, _modules: Sequence[str]) -> int:
