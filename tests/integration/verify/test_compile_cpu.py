@@ -8,35 +8,17 @@ time. The faults fail in seconds: Inductor looks for the compiler before it buil
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+from checkrun import run_check
 
 
 def run_compile(tmp_path: Path, *args: str, **env: str | None) -> tuple[int, dict]:
-    environ = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
-    for key, value in env.items():
-        if value is None:
-            environ.pop(key, None)
-        else:
-            environ[key] = value
-    report = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "verify", "run", "--only", "compile", "--json", str(report), *args],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert report.exists(), proc.stdout + proc.stderr
-    (result,) = json.loads(report.read_text())["results"]
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return proc.returncode, result
+    environ = {k: v for k, v in os.environ.items() if k not in env}
+    environ |= {k: v for k, v in env.items() if v is not None}
+    run = run_check("compile", tmp_path, environ, *args)
+    return run.returncode, run.result
 
 
 def test_quick_compiles_on_the_cpu_and_passes_with_the_gpu_half_skipped(tmp_path):

@@ -6,34 +6,19 @@ h200-held.json is a real recording with another process (pid 483, python3) holdi
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from jsonschema import Draft202012Validator
+from checkrun import run_check
 
-REPO = Path(__file__).resolve().parents[3]
-SCHEMA = json.loads((REPO / "verify" / "report.schema.json").read_text())
 WHERE = "GPU0 (00000000:00:06.0, GPU-b360bc59-811c-f617-4d21-e808a2fbf02a)"
 
 
 def verify_driver(env: dict[str, str], cwd: Path, prefix: tuple[str, ...] = ()) -> tuple[int, str, dict]:
-    env = {**env, "PYTHONPATH": f"{env['PYTHONPATH']}{os.pathsep}{REPO}", "COLUMNS": "200"}
-    proc = subprocess.run(
-        [*prefix, sys.executable, "-m", "verify", "run", "--only", "driver", "--json", "r.json"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    report = json.loads((cwd / "r.json").read_text())
-    Draft202012Validator(SCHEMA).validate(report)
-    return proc.returncode, proc.stdout + proc.stderr, report
+    run = run_check("driver", cwd, env, prefix=prefix, timeout=120)
+    return run.returncode, run.output, run.report
 
 
 def test_another_process_holding_memory_warns_and_exits_0(nvml_replay, tmp_path):

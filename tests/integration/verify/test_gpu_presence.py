@@ -10,15 +10,11 @@ about on top of that.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from checkrun import CheckRun, run_check
 
-REPO = Path(__file__).resolve().parents[3]
 H200_UUID = "GPU-b360bc59-811c-f617-4d21-e808a2fbf02a"
 HIDING = (
     "CUDA_VISIBLE_DEVICES",
@@ -45,26 +41,11 @@ def no_nvml(nvml_replay) -> dict[str, str]:
     return env
 
 
-def run_gpu(
-    env: dict[str, str], tmp_path: Path, *flags: str, **variables: str
-) -> tuple[int, dict, subprocess.CompletedProcess[str]]:
-    """`python -m verify run --only gpu` -> (exit code, the gpu result, the process)."""
-    env = {k: v for k, v in env.items() if k not in HIDING}
-    env |= {"COLUMNS": "200", **variables}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH", ""), str(REPO)) if p)
-    report = tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "verify", "run", "--only", "gpu", "--json", str(report), *flags],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert report.exists(), proc.stdout + proc.stderr
-    (result,) = json.loads(report.read_text())["results"]
-    assert "Traceback" not in proc.stdout + proc.stderr
-    return proc.returncode, result, proc
+def run_gpu(env: dict[str, str], tmp_path: Path, *flags: str, **variables: str) -> tuple[int, dict, CheckRun]:
+    """`python -m verify run --only gpu` -> (exit code, the gpu result, the run)."""
+    env = {k: v for k, v in env.items() if k not in HIDING} | variables
+    run = run_check("gpu", tmp_path, env, *flags, timeout=300)
+    return run.returncode, run.result, run
 
 
 def cause_keys(result: dict) -> list[str]:
@@ -79,7 +60,7 @@ def test_a_cpu_torch_on_a_gpu_host_fails_naming_the_build(nvml_replay, host_root
     assert "NVML lists 1 GPU(s) (NVIDIA H200)" in result["summary"]
     assert "is a CPU-only build (torch.version.cuda is None)" in result["summary"]
     assert "fix: install a CUDA build of torch" in result["summary"]
-    assert "FAIL" in proc.stdout
+    assert "FAIL" in proc.output
 
 
 def test_empty_cuda_visible_devices_fails_naming_it(nvml_replay, host_root, tmp_path):

@@ -21,6 +21,8 @@ from jsonschema import Draft202012Validator
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((REPO / "verify" / "report.schema.json").read_text())
+# Every check, in the order it runs (written out, so a check dropped by mistake fails here).
+EVERY_CHECK = ["env", "driver", "host", "gpu", "nccl", "amp", "bert", "compile"]
 FULL_RUN_BUDGET_S = 180  # the whole quick run on 2 shared cores; measured well below this
 
 
@@ -55,16 +57,7 @@ def _result(report: dict, name: str) -> dict:
 def test_report_is_valid_and_complete(full_run):
     _, _, report, _ = full_run
     Draft202012Validator(SCHEMA).validate(report)
-    assert [r["name"] for r in report["results"]] == [
-        "env",
-        "driver",
-        "host",
-        "gpu",
-        "nccl",
-        "amp",
-        "bert",
-        "compile",
-    ]
+    assert [r["name"] for r in report["results"]] == EVERY_CHECK
     assert report["host"]["python"] == platform.python_version()
     assert report["options"]["quick"] is True
     for result in report["results"]:
@@ -165,13 +158,4 @@ def test_manifest_match_and_mismatch_through_the_cli(tmp_path, host_manifest):
 def test_list_names_every_check(tmp_path):
     proc, _ = verify("list", cwd=tmp_path)
     assert proc.returncode == 0
-    assert [line.split()[0] for line in proc.stdout.splitlines()] == [
-        "env",
-        "driver",
-        "host",
-        "gpu",
-        "nccl",
-        "amp",
-        "bert",
-        "compile",
-    ]
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == EVERY_CHECK
