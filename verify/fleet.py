@@ -404,7 +404,10 @@ def slow_flags(nodes: Sequence[NodeFacts], tolerance_pct: float) -> tuple[list[M
             groups[(n.model, metric, m.setting)].append((n, m.value))
     medians: list[Median] = []
     flags: list[Flag] = []
-    for (model, metric, setting), members in sorted(groups.items()):
+    order = list(METRICS)
+    for (model, metric, setting), members in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]), kv[0][2])
+    ):
         median = statistics.median(v for _, v in members)
         ref, ref_note = _reference(model, metric, setting)
         medians.append(Median(model, metric, setting, median, len(members), ref, ref_note))

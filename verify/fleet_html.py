@@ -45,7 +45,7 @@ def bar_chart(model: str, metric: str, setting: str, fleet: Fleet, flagged: set[
     label, unit = METRICS[metric]
     top = max([v for v, _ in members] + [med.median] + ([med.reference] if med.reference else [])) * 1.08
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
-    step = pw / len(members)
+    step = min(pw / len(members), 48.0)  # a few nodes: bars, not slabs
     y = lambda v: PAD_T + ph * (1 - v / top)  # noqa: E731
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" '
@@ -72,11 +72,14 @@ def bar_chart(model: str, metric: str, setting: str, fleet: Fleet, flagged: set[
     lines = [(med.median, "#1f4fbf", f"fleet median {_num(med.median)}")]
     if med.reference:
         lines.append((med.reference, "#2e7d32", f"reference {_num(med.reference)}"))
-    for v, color, text in lines:
+    for (v, color, text), (tx, anchor) in zip(
+        lines, ((W - PAD_R - 4, "end"), (PAD_L + 4, "start")), strict=False
+    ):
+        # median labelled on the right, reference on the left: close values must not print over each other
         parts.append(
             f'<line x1="{PAD_L}" x2="{W - PAD_R}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="{color}" '
-            f'stroke-width="2" stroke-dasharray="6 3"/><text x="{W - PAD_R - 4}" y="{y(v) - 4:.1f}" '
-            f'font-size="11" text-anchor="end" fill="{color}">{escape(text)}</text>'
+            f'stroke-width="2" stroke-dasharray="6 3"/><text x="{tx}" y="{y(v) - 4:.1f}" '
+            f'font-size="11" text-anchor="{anchor}" fill="{color}" font-weight="bold">{escape(text)}</text>'
         )
     parts.append(
         f'<text x="{PAD_L}" y="{H - 8}" font-size="11">{len(members)} nodes, slowest first; red = more than '
@@ -152,7 +155,8 @@ def render_html(fleet: Fleet) -> str:
             "model's median</p>"
         )
     out.append("<h2>Figures against the fleet median</h2>")
-    for m in fleet.medians:
+    order = list(METRICS)
+    for m in sorted(fleet.medians, key=lambda m: (m.model, order.index(m.metric), m.setting)):
         out.append(bar_chart(m.model, m.metric, m.setting, fleet, flagged))
     for model in sorted({n.model for n in fleet.nodes}):
         out.append(busbw_chart(fleet.nodes, model, flagged_nodes))
