@@ -8,6 +8,7 @@ re-downloading 4 GB of wheels when its inputs are unchanged.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from docker.errors import APIError, ImageNotFound
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-from images.engine import EngineError, api_client, deps_ref, image_refs
+from images.engine import EngineError, api_client, deps_ref, engine_errors, explain_refusal, image_refs
 from images.matrix import IMAGE_NAME, ImageLine, load_matrix
 
 
@@ -47,7 +48,9 @@ def push_ref(client: docker.APIClient, ref: str, console: Console | None = None)
     with progress:
         for event in client.push(repository, tag=tag, stream=True, decode=True):
             if "error" in event:
-                raise PushError(f"push of {ref} failed: {event['error']}")
+                words = str(event["error"]).strip()
+                fix = explain_refusal(words, repository)
+                raise PushError(f"push of {ref} failed: {words}" + (f"; {fix}" if fix else ""))
             aux = event.get("aux")
             if isinstance(aux, dict) and aux.get("Digest"):
                 digest = aux["Digest"]
@@ -75,14 +78,27 @@ def push_line(
     for local, remote in zip(
         image_refs(line, flavor), image_refs(line, flavor, f"{registry}/{IMAGE_NAME}"), strict=True
     ):
-        try:
-            client.inspect_image(local)
-        except ImageNotFound:
-            raise EngineError(f"no local image {local}; fix: make build TAG={tag} FLAVOR={flavor}") from None
-        repository, remote_tag = remote.rsplit(":", 1)
-        client.tag(local, repository, remote_tag, force=True)
-        pushed.append(push_ref(client, remote, console))
+        with engine_errors(f"the push of {local} to {registry}", registry):
+            try:
+                client.inspect_image(local)
+            except ImageNotFound:
+                raise EngineError(
+                    f"no local image {local}; fix: make build TAG={tag} FLAVOR={flavor} first"
+                ) from None
+            pushed.append(_tag_and_push(client, local, remote, console))
     return pushed
+
+
+def _tag_and_push(client: docker.APIClient, local: str, remote: str, console: Console | None) -> Pushed:
+    """Name local as remote and push it; a push that fails takes its remote name back off the image."""
+    repository, remote_tag = remote.rsplit(":", 1)
+    client.tag(local, repository, remote_tag, force=True)
+    try:
+        return push_ref(client, remote, console)
+    except BaseException:
+        with contextlib.suppress(APIError):  # noprune: only the name goes, the image keeps its own tags
+            client.remove_image(remote, noprune=True)
+        raise
 
 
 def push_deps(
@@ -95,13 +111,12 @@ def push_deps(
     """Push REGISTRY/pytorch-cuda-deps:TAG; None when this engine has no deps image (built elsewhere)."""
     client = client or api_client()
     local, remote = deps_ref(line, flavor), deps_ref(line, flavor, f"{registry}/{IMAGE_NAME}-deps")
-    try:
-        client.inspect_image(local)
-    except ImageNotFound:
-        return None
-    repository, remote_tag = remote.rsplit(":", 1)
-    client.tag(local, repository, remote_tag, force=True)
-    return push_ref(client, remote, console)
+    with engine_errors(f"the push of {local} to {registry}", registry):
+        try:
+            client.inspect_image(local)
+        except ImageNotFound:
+            return None
+        return _tag_and_push(client, local, remote, console)
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -113,9 +128,6 @@ def cmd_push(args: argparse.Namespace) -> int:
         deps = push_deps(line, args.flavor, registry, console)
     except (EngineError, PushError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except APIError as exc:
-        print(f"error: the engine refused the push to {registry}: {exc.explanation or exc}", file=sys.stderr)
         return 1
     for item in pushed:
         print(f"pushed {item.ref}@{item.digest}")

@@ -25,7 +25,7 @@ from typing import TextIO
 import docker
 from docker.errors import APIError, ImageNotFound
 
-from images.engine import EngineError, api_client, image_refs
+from images.engine import EngineError, api_client, engine_errors, image_refs, refused
 from images.gpu_access import (
     CPU_ONLY,
     GPU_MODES,
@@ -150,6 +150,20 @@ def run_in_image(
     """Run `verify run` in image on this host's GPUs (or on the CPU where it has none). NoGpuAccess when
     the host has GPUs and the engine refuses every way; `ways` replaces the ways read from `docker info`."""
     client = client or api_client()
+    with engine_errors(f"the verify run in {image}"):
+        return _run_in_image(client, image, reports, verify_args, out, gpus, probe, ways)
+
+
+def _run_in_image(
+    client: docker.APIClient,
+    image: str,
+    reports: Path,
+    verify_args: list[str],
+    out: TextIO,
+    gpus: str,
+    probe: HostProbe | None,
+    ways: list[GpuWay] | None,
+) -> VerifyOutcome:
     try:
         client.inspect_image(image)
     except ImageNotFound:
@@ -166,18 +180,18 @@ def run_in_image(
         to_try, skipped = [CPU_ONLY], []
         print(f"running `verify run` in {image} on CPU only: {plan.reason}", file=out)
     command = verify_command(verify_args, require_gpu=plan.want_gpu)
-    refused: list[Attempt] = []
+    refused_ways: list[Attempt] = []
     for way in to_try:
         container, said = _start(client, image, command, way)
         if container is not None:
             break
         assert said is not None
-        refused.append(Attempt(way, said, tried=True))
+        refused_ways.append(Attempt(way, said, tried=True))
         print(f"GPUs: the engine refused {way.label}: {said}", file=out)
     else:
         if plan.want_gpu:
-            raise NoGpuAccess(no_access_message(host, [*refused, *skipped], info))
-        raise EngineError(f"the engine refused the container: {refused[-1].said}")
+            raise NoGpuAccess(no_access_message(host, [*refused_ways, *skipped], info))
+        raise refused("the container", refused_ways[-1].said)
     if plan.want_gpu:
         print(f"running `verify run` in {image} with all GPUs through {way.label}", file=out)
     out.flush()
