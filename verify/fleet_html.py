@@ -12,7 +12,7 @@ import math
 from html import escape
 from pathlib import Path
 
-from verify.fleet import METRICS, Fleet, NodeFacts, table_rows
+from verify.fleet import METRICS, Fleet, Median, NodeFacts, table_rows
 
 W, H = 1100, 260
 PAD_L, PAD_R, PAD_T, PAD_B = 70, 20, 20, 40
@@ -156,7 +156,13 @@ def render_html(fleet: Fleet) -> str:
         )
     out.append("<h2>Figures against the fleet median</h2>")
     order = list(METRICS)
-    for m in sorted(fleet.medians, key=lambda m: (m.model, order.index(m.metric), m.setting)):
+    model_of = {n.node: n.model for n in fleet.nodes}
+    slow = {(model_of.get(f.node or ""), f.figure) for f in fleet.flags if f.kind == "slow"}
+
+    def chart_order(m: Median) -> tuple[bool, str, int, str]:  # charts with a flagged node first
+        return ((m.model, m.metric) not in slow, m.model, order.index(m.metric), m.setting)
+
+    for m in sorted(fleet.medians, key=chart_order):
         out.append(bar_chart(m.model, m.metric, m.setting, fleet, flagged))
     for model in sorted({n.model for n in fleet.nodes}):
         out.append(busbw_chart(fleet.nodes, model, flagged_nodes))
