@@ -101,6 +101,7 @@ class Fleet:
     flags: list[Flag]
     tolerance_pct: float
     skipped: list[str] = field(default_factory=list)
+    jobs: list[NodeFacts] = field(default_factory=list)  # multi-node jobs' own reports (role "job")
 
     @property
     def exit_code(self) -> int:
@@ -121,6 +122,7 @@ class Fleet:
             "medians": [asdict(m) for m in self.medians],
             "flags": [asdict(f) for f in self.flags],
             "skipped": self.skipped,
+            "jobs": [asdict(j) for j in self.jobs],
             "exit_code": self.exit_code,
         }
 
@@ -492,20 +494,47 @@ def version_flags(nodes: Sequence[NodeFacts]) -> list[Flag]:
 
 
 def judge(
-    nodes: list[NodeFacts], tolerance_pct: float = DEFAULT_TOLERANCE_PCT, skipped: Iterable[str] = ()
+    nodes: list[NodeFacts],
+    tolerance_pct: float = DEFAULT_TOLERANCE_PCT,
+    skipped: Iterable[str] = (),
+    jobs: Sequence[NodeFacts] = (),
 ) -> Fleet:
+    """Flags for nodes; a job's own report only adds its failures (its figures are the whole job's)."""
     medians, slow = slow_flags(nodes, tolerance_pct)
-    flags = failure_flags(nodes) + slow + version_flags(nodes)
-    return Fleet(nodes, medians, flags, tolerance_pct, list(skipped))
+    flags = failure_flags([*nodes, *jobs]) + slow + version_flags(nodes)
+    return Fleet(nodes, medians, flags, tolerance_pct, list(skipped), list(jobs))
+
+
+def job_role(data: dict[str, Any]) -> str | None:
+    """'job' for the report rank 0 writes for a whole multi-node job, 'node' for a node's own, else None."""
+    job = data.get("job")
+    role = job.get("role") if isinstance(job, dict) else None
+    return role if isinstance(role, str) else None
+
+
+def split_jobs(loaded: list[LoadedReport]) -> tuple[list[LoadedReport], list[LoadedReport]]:
+    """(node reports, job reports). A job's report repeats rank 0's node, so it is not a node of its own;
+    only when nothing but job reports is given (one report per single-node job) are they the nodes."""
+    jobs = [r for r in loaded if job_role(r.data) == "job"]
+    nodes = [r for r in loaded if job_role(r.data) != "job"]
+    return (nodes, jobs) if nodes else (jobs, [])
 
 
 def merge(paths: Sequence[Path], tolerance_pct: float = DEFAULT_TOLERANCE_PCT) -> Fleet:
     """load + facts + judge: the whole of `verify fleet` without the output."""
     loaded, skipped = load_reports(paths)
-    nodes = [node_facts(r) for r in loaded]
+    node_reports, job_reports = split_jobs(loaded)
+    nodes = [node_facts(r) for r in node_reports]
+    jobs = [node_facts(r) for r in job_reports]
+    for job, report in zip(jobs, job_reports, strict=True):
+        nnodes = report.data["job"].get("nnodes") or "?"
+        job.node = f"job of {nnodes} nodes (rank 0 on {job.node})"
+        skipped.append(
+            f"{report.path}: the job's own report ({job.node}): its failures count, it is not a node"
+        )
     skipped = skipped + unique_names(nodes)
     nodes.sort(key=lambda n: n.node)
-    return judge(nodes, tolerance_pct, skipped)
+    return judge(nodes, tolerance_pct, skipped, jobs)
 
 
 # ---------------------------------------------------------------- text output
@@ -516,14 +545,15 @@ STATUS_WORD = {"pass": "ok", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 def table_rows(fleet: Fleet) -> tuple[list[str], list[list[str]]]:
     """node x check statuses, the key figures and versions; '*' marks a flagged figure."""
     checks: list[str] = []
-    for n in fleet.nodes:
+    everyone = [*fleet.nodes, *fleet.jobs]
+    for n in everyone:
         for c in n.statuses:
             if c not in checks:
                 checks.append(c)
     flagged = {(f.node, f.figure) for f in fleet.flags if f.kind == "slow"}
     header = ["node", "gpu", *checks, *(f"{METRICS[m][0]} {METRICS[m][1]}" for m in METRICS), *VERSION_KEYS]
     rows = []
-    for n in fleet.nodes:
+    for n in everyone:
         cells = [n.node, n.model]
         cells += [STATUS_WORD.get(n.statuses.get(c, ""), "-") for c in checks]
         for m in METRICS:

@@ -217,3 +217,39 @@ def test_fleet_json_is_strict_json() -> None:
     fleet = fleet_of(healthy(3))
     text = json.dumps(fleet.to_dict(), allow_nan=False)
     assert json.loads(text)["exit_code"] == 0
+
+
+def job_section(role: str, node_rank: int, nnodes: int = 2) -> dict:
+    """What `verify run` puts in a multi-node job's reports (verify/report.py job_section)."""
+    return {
+        "role": role,
+        "launcher": "slurm",
+        "rank": node_rank * 8,
+        "world_size": 8 * nnodes,
+        "local_rank": 0,
+        "local_world_size": 8,
+        "node_rank": node_rank,
+        "nnodes": nnodes,
+        "master_addr": "n0",
+        "master_port": 29500,
+    }
+
+
+def test_a_jobs_own_report_is_not_a_node_but_its_failures_count(tmp_path: Path) -> None:
+    fs.write(fs.gpu_node("n0") | {"job": job_section("node", 0)}, tmp_path / "node0000-n0.json")
+    fs.write(fs.gpu_node("n1") | {"job": job_section("node", 1)}, tmp_path / "node0001-n1.json")
+    job = fs.gpu_node("n0", fail="nccl") | {"job": job_section("job", 0)}
+    fs.write(job, tmp_path / "verify-report.json")
+    fleet = fl.merge([tmp_path])
+    assert [n.node for n in fleet.nodes] == ["n0", "n1"]
+    (flag,) = fleet.flags
+    assert flag.node == "job of 2 nodes (rank 0 on n0)" and "nccl FAILED" in flag.message
+    assert any("the job's own report" in s for s in fleet.skipped)
+    assert [r[0] for r in fl.table_rows(fleet)[1]] == ["n0", "n1", "job of 2 nodes (rank 0 on n0)"]
+
+
+def test_only_job_reports_are_the_nodes(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        fs.write(fs.gpu_node(name) | {"job": job_section("job", 0, nnodes=1)}, tmp_path / f"{name}.json")
+    fleet = fl.merge([tmp_path])
+    assert [n.node for n in fleet.nodes] == ["a", "b"] and fleet.jobs == [] and fleet.flags == []
