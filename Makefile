@@ -1,11 +1,24 @@
 # pytorch-cuda: every target is a thin call into the project's Python CLIs (python -m images, verify).
-# `make` or `make help` lists them. Variables: TAG, FLAVOR, REGISTRY, CA_BUNDLE, PYTHON.
+# `make` or `make help` lists them. Variables: TAG, FLAVOR, REGISTRY, CA_BUNDLE, VENV, PYTHON.
+#
+# The CLIs run in the project's venv (VENV, default .venv). A target that needs it sets it up when it is
+# missing or unfinished (scripts/setup_venv.sh: the project + its [build] extra, no torch; the stamp file
+# VENV/.pytorch-cuda-tools is written last). PYTHON=python (CI's workflows) uses that Python as it is, for
+# everything. The tests run in VENV's Python when it exists (make dev), else python3 (a GPU host without one).
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 VENV    ?= .venv
-PYTHON  ?= $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || echo python3)
+TOOLS_STAMP := $(VENV)/.pytorch-cuda-tools
+ifeq ($(origin PYTHON),undefined)
+PYTHON   = $(shell test -x $(VENV)/bin/python && echo $(VENV)/bin/python || echo python3)
+TOOLS_PY := $(VENV)/bin/python
+TOOLS   := $(TOOLS_STAMP)
+else
+TOOLS_PY := $(PYTHON)
+TOOLS   :=
+endif
 TAG     ?= v2.8
 FLAVOR  ?= runtime
 REGISTRY ?=
@@ -13,7 +26,7 @@ CA_BUNDLE ?=
 BUILD_ARGS ?=
 VERIFY_ARGS ?=
 PYTEST_ARGS ?=
-IMAGES  := $(PYTHON) -m images
+IMAGES  := $(TOOLS_PY) -m images
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || (command -v docker-compose >/dev/null 2>&1 && echo docker-compose))
 
 ca_flag = $(if $(CA_BUNDLE),--extra-ca-cert $(CA_BUNDLE),)
@@ -23,49 +36,60 @@ help: ## list the targets
 	@echo "pytorch-cuda: build, run and verify GPU deep-learning images"
 	@echo
 	@echo "usage: make TARGET [TAG=v2.8] [FLAVOR=runtime|devel] [REGISTRY=ghcr.io/you] [CA_BUNDLE=file.pem] [VERIFY_ARGS=--quick]"
+	@echo "       the first target that needs it sets up $(VENV) (the build tools, no torch); make dev adds torch"
 	@echo "       make test|test-unit|test-network|test-engine|test-gpu [PYTEST_ARGS='-q -k name']"
 	@echo "tests: a plain pytest and test-unit leave out the tests marked network (PyPI) and gpu; test (CI) runs network"
 	@echo
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 
+.PHONY: tools
+tools: $(TOOLS_STAMP) ## set up .venv (VENV) with the build tools (the project + [build] extra, no torch) if missing
+
+$(TOOLS_STAMP): pyproject.toml scripts/setup_venv.sh
+	@scripts/setup_venv.sh $(VENV)
+
 .PHONY: dev
-dev: ## create .venv with the project, its test tools and a CPU torch (for make test)
-	python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q 'torch==2.13.0'
-	$(VENV)/bin/pip install -q -e '.[dev,harness]'
+dev: $(TOOLS_STAMP) ## add a CPU torch and the test tools to .venv (VENV), for make test
+	@echo "make: adding torch 2.13.0 and the [dev,harness] extras to $(VENV)"
+	$(VENV)/bin/python -m pip install -q 'torch==2.13.0'
+	$(VENV)/bin/python -m pip install -q -e '.[dev,harness]'
+
+# Targets that run the tests or linters need make dev's tools; say so in one line instead of a traceback.
+.PHONY: need-dev
+need-dev:
+	@$(PYTHON) -c 'import pytest' 2>/dev/null || { echo "error: $(PYTHON) has no pytest; fix: make dev (the test tools and a CPU torch in $(VENV))"; exit 2; }
 
 .PHONY: pins
-pins: ## read CUDA/cuDNN/NCCL pins from each line's torch wheel into images/pins.toml
+pins: $(TOOLS) ## read CUDA/cuDNN/NCCL pins from each line's torch wheel into images/pins.toml
 	$(IMAGES) pins
 
 .PHONY: pins-check
-pins-check: ## fail when images/pins.toml and the torch wheels disagree
+pins-check: $(TOOLS) ## fail when images/pins.toml and the torch wheels disagree
 	$(IMAGES) pins-check
 
 .PHONY: dockerfiles
-dockerfiles: ## render images/<tag>/Dockerfile(s) and the README matrix table from the matrix
+dockerfiles: $(TOOLS) ## render images/<tag>/Dockerfile(s) and the README matrix table from the matrix
 	$(IMAGES) dockerfiles
 	$(IMAGES) readme
 
 .PHONY: lock
-lock: ## resolve every image's packages into images/<tag>/requirements.lock, each pinned to its wheel's sha256
+lock: $(TOOLS) ## resolve every image's packages into images/<tag>/requirements.lock, each pinned to its wheel's sha256
 	$(IMAGES) lock
 
 .PHONY: lock-check
-lock-check: ## fail when a requirements.lock is stale (offline)
+lock-check: $(TOOLS) ## fail when a requirements.lock is stale (offline)
 	$(IMAGES) lock --check
 
 .PHONY: build
-build: ## build pytorch-cuda:TAG (FLAVOR) with the Docker Engine API
+build: $(TOOLS) ## build pytorch-cuda:TAG (FLAVOR) with the Docker Engine API
 	$(IMAGES) build --tag $(TAG) --flavor $(FLAVOR) $(ca_flag) $(BUILD_ARGS)
 
 .PHONY: verify
-verify: ## run `verify run` inside pytorch-cuda:TAG on the host's GPUs (GPUS=auto|all|none); report in reports/TAG/
+verify: $(TOOLS) ## run `verify run` inside pytorch-cuda:TAG on the host's GPUs (GPUS=auto|all|none); report in reports/TAG/
 	$(IMAGES) verify --tag $(TAG) --flavor $(FLAVOR) $(if $(GPUS),--gpus $(GPUS),) $(if $(VERIFY_ARGS),-- $(VERIFY_ARGS),)
 
 .PHONY: push
-push: ## push the short and full tags of TAG to REGISTRY
+push: $(TOOLS) ## push the short and full tags of TAG to REGISTRY
 	@test -n "$(REGISTRY)" || { echo "error: REGISTRY is empty; fix: make push TAG=$(TAG) REGISTRY=ghcr.io/you"; exit 2; }
 	$(IMAGES) push --tag $(TAG) --flavor $(FLAVOR) --registry $(REGISTRY)
 
@@ -85,23 +109,23 @@ down: ## docker compose down (named volumes are kept)
 
 # Markers (pyproject.toml): a plain pytest deselects `gpu` and `network`; `make test` asks for network too.
 .PHONY: test
-test: ## the whole suite but GPU tests, network (PyPI) tests included: what CI runs (needs dockerd: see .ci/run)
+test: need-dev ## the whole suite but GPU tests, network (PyPI) tests included: what CI runs (needs dockerd: see .ci/run)
 	$(PYTHON) -m pytest -m 'not gpu' $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: ## fast tests only, offline: no engine, no image builds, no network (PyPI) tests
+test-unit: need-dev ## fast tests only, offline: no engine, no image builds, no network (PyPI) tests
 	$(PYTHON) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 .PHONY: test-network
-test-network: ## only the tests that read PyPI (marker network)
+test-network: need-dev ## only the tests that read PyPI (marker network)
 	$(PYTHON) -m pytest -m network $(PYTEST_ARGS)
 
 .PHONY: test-engine
-test-engine: ## engine tests only (real dockerd, builds the v2.8 image once)
+test-engine: need-dev ## engine tests only (real dockerd, builds the v2.8 image once)
 	$(PYTHON) -m pytest tests/engine $(PYTEST_ARGS)
 
 .PHONY: test-gpu
-test-gpu: ## GPU tests on a GPU host; they FAIL when no GPU is seen (VERIFY_EXPECT_GPU=1; =0 lets them skip)
+test-gpu: need-dev ## GPU tests on a GPU host; they FAIL when no GPU is seen (VERIFY_EXPECT_GPU=1; =0 lets them skip)
 	VERIFY_EXPECT_GPU=$${VERIFY_EXPECT_GPU:-1} $(PYTHON) -m pytest -m gpu tests/gpu $(PYTEST_ARGS)
 
 .PHONY: lint

@@ -2,13 +2,22 @@
 
 Each subcommand lives in its own module; this file only parses arguments and maps errors to exit codes:
 0 success, 1 the work failed (a build, a stale file, pins that disagree),
-2 bad input (unknown tag, bad matrix).
+2 bad input (unknown tag, bad matrix) or a missing optional package, 141 stdout closed early (`| head`).
+
+Every command and its `--help` answers even where an optional package is missing (a bare `pip install
+--no-deps`, a system Python): a module whose import fails still lists its commands, and running one prints
+one line naming the package, its extra and the install command, instead of a traceback or an argparse error
+about arguments it never registered.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 from images.matrix import MatrixError
 
@@ -28,8 +37,60 @@ examples:
   python -m images push --tag v2.8 --registry ghcr.io/acme
 """
 
+# Each module and the subcommands it registers. The names are written here, not only in the modules, so a
+# module that cannot be imported still shows its commands; tests/unit/images/test_cli.py checks that this
+# table and what the modules register agree.
+MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pins", ("pins", "pins-check")),
+    ("readme", ("readme",)),
+    ("dockerfile", ("dockerfiles",)),
+    ("lock", ("lock",)),
+    ("ci", ("ci-matrix",)),
+    ("lint", ("lint",)),
+    ("build", ("build", "push", "verify")),
+)
 
-def build_parser() -> argparse.ArgumentParser:
+# Third-party packages outside `packaging` and the extra that brings each ("" = the base install).
+OPTIONAL_PACKAGES: dict[str, str] = {"docker": "build", "jinja2": "build", "requests": "build", "rich": ""}
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STDOUT_CLOSED = 141  # 128 + SIGPIPE: what a shell reports for `yes | head`
+
+
+@dataclass(frozen=True)
+class MissingPackage:
+    """An optional package a command needs and this Python lacks; says how to install it."""
+
+    package: str
+
+    @property
+    def extra(self) -> str:
+        return OPTIONAL_PACKAGES.get(self.package, "build")
+
+    def install_command(self) -> str:
+        spec = "." if Path.cwd().resolve() == REPO_ROOT else str(REPO_ROOT)
+        if not (REPO_ROOT / "pyproject.toml").is_file():  # installed from a wheel, not a checkout
+            spec = "pytorch-cuda"
+        target = f"{spec}[{self.extra}]" if self.extra else spec
+        editable = "-e " if spec != "pytorch-cuda" else ""
+        return f"{sys.executable} -m pip install {editable}'{target}'"
+
+    def message(self, command: str) -> str:
+        needs = f"the [{self.extra}] extra" if self.extra else "the project's base install"
+        return (
+            f"error: 'python -m images {command}' needs the Python package '{self.package}' ({needs}), "
+            f"which {sys.executable} lacks; fix: make tools (sets up .venv), or {self.install_command()}"
+        )
+
+
+def missing_package(exc: ImportError) -> MissingPackage | None:
+    """The optional package behind an ImportError, or None when it is something else (a real bug)."""
+    top = (getattr(exc, "name", None) or "").partition(".")[0]
+    return MissingPackage(top) if top in OPTIONAL_PACKAGES else None
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, MissingPackage]]:
+    """The parser, and the commands whose module could not be imported (name -> what is missing)."""
     parser = argparse.ArgumentParser(
         prog="python -m images",
         description="Build versioned PyTorch + CUDA images from images/matrix.toml.",
@@ -37,40 +98,69 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    unavailable: dict[str, MissingPackage] = {}
+    for module_name, commands in MODULES:
+        try:  # imported here, one by one, so one missing package hides nothing else
+            module = importlib.import_module(f"images.{module_name}")
+        except ImportError as exc:
+            missing = missing_package(exc)
+            if missing is None:
+                raise
+            for command in commands:
+                sub.add_parser(command, help=f"(needs '{missing.package}': make tools)")
+                unavailable[command] = missing
+        else:
+            module.add_parsers(sub)
+    return parser, unavailable
 
-    # One module per job; each registers its own subcommands (imported here to keep --help fast).
-    from images import ci, dockerfile, lint, lock, pins, readme
 
-    for module in (pins, readme, dockerfile, lock, ci, lint):
-        module.add_parsers(sub)
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand argv names: the first word that is not an option (the top level has only -h)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _flush_stdout() -> bool:
+    """Flush stdout; False when its reader is gone (then later writes go to /dev/null, quietly)."""
     try:
-        from images import build
-    except ImportError as exc:  # docker-py lives in the [build] extra
-        _register_missing_build_extra(sub, str(exc))
-    else:
-        build.add_parsers(sub)
-    return parser
-
-
-def _register_missing_build_extra(sub: argparse._SubParsersAction, missing: str) -> None:
-    def _fail(_args: argparse.Namespace) -> int:
-        print(
-            f"error: this command needs the [build] extra ({missing}); fix: pip install -e '.[build]'",
-            file=sys.stderr,
-        )
-        return 2
-
-    for name in ("build", "push", "verify"):
-        sub.add_parser(name, help=f"{name} (needs the [build] extra)").set_defaults(func=_fail)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's own advice: point the descriptor at devnull so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run one command; a reader that closes stdout early (`| head`) ends it quietly with 141."""
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        _flush_stdout()
+        return STDOUT_CLOSED
+    except SystemExit:  # argparse's --help and usage errors: same quiet end when the reader is gone
+        if not _flush_stdout():
+            return STDOUT_CLOSED
+        raise
+    return code if _flush_stdout() else STDOUT_CLOSED
+
+
+def _main(argv: list[str]) -> int:
+    parser, unavailable = build_parser()
+    command = _command_in(argv)
+    if command in unavailable:  # before parsing: its options (and --help) were never registered
+        print(unavailable[command].message(command), file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # a package imported lazily, inside the command
+        missing = missing_package(exc)
+        if missing is None:
+            raise
+        print(missing.message(args.command), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
