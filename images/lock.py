@@ -39,7 +39,10 @@ from images.matrix import ImageLine, Matrix, load_matrix
 from images.packages import GLIBC_MINOR_MAX, image_platforms
 from images.wheelindex import index_url_default
 
-MIN_PIP = Version("23.0")  # `install --dry-run --report` with platform options
+# The first pip whose `install --dry-run` takes --platform/--python-version/--abi without --target: pip 23.2
+# stops with "Can not use any platform or abi specific options unless installing via '--target'" (pypa/pip
+# issue 12215, fixed by pull request 12217 in 23.3). tests/unit/images/test_lock_pip.py runs both pips.
+MIN_PIP = Version("23.3")
 REQUIREMENTS_SHA_RE = re.compile(r"^# requirements sha256: ([0-9a-f]{64})$", re.MULTILINE)
 ENTRY_RE = re.compile(
     r"^([A-Za-z0-9._-]+(?:\[[A-Za-z0-9_,.-]+\])?)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$"
@@ -104,7 +107,9 @@ def check_pip() -> None:
         have = Version("0")
     if have < MIN_PIP:
         raise LockError(
-            f"`lock` needs pip >= {MIN_PIP} in {sys.executable} (has {have}); fix: pip install -U pip"
+            f"make lock needs pip >= {MIN_PIP} (the first whose `install --dry-run` accepts --platform "
+            f"without --target); {sys.executable} has pip {have}; "
+            f"fix: {sys.executable} -m pip install -U 'pip>={MIN_PIP}'"
         )
 
 
@@ -239,6 +244,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
             return 1
         print(f"{sum(len(line.flavors) for line in lines)} locks are current")
         return 0
+    try:  # before the first resolution, not once per image
+        check_pip()
+    except LockError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     cert = Path(args.cert) if args.cert else None
     for line in lines:
         for flavor in line.flavors:
