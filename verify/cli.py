@@ -18,6 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
+from verify import job as jobmod
 from verify import report as rep
 from verify.checks import CHECK_MODULES
 from verify.context import DEFAULT_MANIFEST, Context
@@ -37,6 +38,9 @@ examples:
   verify run --skip bert --timeout 120     # all but bert; kill any check still running after 120 s
   verify run --json out/report.json --junit out/junit.xml
   verify run --manifest ./manifest.json    # compare versions with this image manifest
+  srun -N2 --ntasks-per-node 8 verify run --report-dir reports/   # one job over 2 nodes (Slurm)
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+      -m verify run --report-dir reports/  # the same under torchrun, on every node
   verify list                              # the checks, one line each
   verify bench bert --help                 # the BERT training benchmark and its options
   verify fleet reports/ --html fleet.html  # merge node reports, flag failed/slow/mismatched nodes
@@ -89,6 +93,13 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help=f"write the JSON report here (default: ./{DEFAULT_JSON}; always written)",
     )
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML for CI test publishers")
+    run.add_argument(
+        "--report-dir",
+        type=Path,
+        metavar="DIR",
+        help="also keep each node's own report here (nodeNNNN-HOSTNAME.json; in a multi-node job written by "
+        "each node's local rank 0, a shared folder gathers all of them)",
+    )
     run.add_argument("--quick", action="store_true", help="short benchmarks: fewer steps and sizes")
     run.add_argument(
         "--require-gpu",
@@ -314,6 +325,9 @@ def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
     manifest = args.manifest or DEFAULT_MANIFEST
     needs_gpu = require_gpu(args.require_gpu, os.environ)
     ctx = Context(quick=args.quick, timeout_s=args.timeout, manifest_path=manifest, require_gpu=needs_gpu)
+    topo = job_topology(os.environ)
+    if topo is not None:
+        return cmd_run_job(args, specs, ctx, topo, json_path, junit_path, manifest)
 
     console = Console()
     started_at = dt.datetime.now(dt.UTC)
@@ -331,14 +345,119 @@ def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
             "only": args.only,
             "skip": args.skip,
             "checks": [spec.name for spec in specs],
+            "report_dir": str(args.report_dir) if args.report_dir else None,
         },
         interrupted=outcome.interrupted,
     )
     rep.write_json(report, json_path)
+    if args.report_dir:
+        rep.write_json(report, args.report_dir / f"node0000-{rep.host_info()['hostname']}.json")
     if junit_path:
         rep.write_junit(report, junit_path)
     console.print()
     console.print(rep.results_table(outcome.results))
+    rep.print_summary(console, report)
+    if junit_path:
+        console.print(f"JUnit XML: {junit_path.resolve()}", highlight=False, soft_wrap=True)
+    console.print(f"JSON report: {json_path.resolve()}", highlight=False, soft_wrap=True)
+    return int(report["exit_code"])
+
+
+def job_topology(environ: os._Environ[str] | dict[str, str]) -> jobmod.Topology | None:
+    """The multi-node job this process is a rank of (torchrun or srun), or None; a broken one is exit 2."""
+    try:
+        topo = jobmod.detect(environ)
+    except jobmod.JobError as exc:
+        raise UsageError(f"multi-node job: {exc}") from None
+    problem = jobmod.validate(topo) if topo else None
+    if problem:
+        raise UsageError(f"multi-node job ({topo.launcher if topo else ''}): {problem}")
+    return topo
+
+
+def cmd_run_job(
+    args: argparse.Namespace,
+    specs: Sequence[CheckSpec],
+    ctx: Context,
+    topo: jobmod.Topology,
+    json_path: Path,
+    junit_path: Path | None,
+    manifest: Path,
+) -> int:
+    """One rank of a multi-node job (verify.jobrun): only global rank 0 prints the table and writes the
+    job's report; each node's local rank 0 writes that node's report into --report-dir."""
+    from verify import jobrun  # imports torch: only in a job
+
+    started_at = dt.datetime.now(dt.UTC)
+    start = time.monotonic()
+    options = {
+        "quick": args.quick,
+        "timeout_s": args.timeout,
+        "require_gpu": ctx.require_gpu,
+        "only": args.only,
+        "skip": args.skip,
+        "checks": [spec.name for spec in specs],
+        "report_dir": str(args.report_dir) if args.report_dir else None,
+    }
+    console = Console()
+
+    def write_node_report(results: list[Result]) -> Path | None:
+        if not args.report_dir:
+            return None
+        node = rep.build_report(
+            results,
+            started_at=started_at,
+            duration_s=time.monotonic() - start,
+            manifest_path=manifest,
+            options=options,
+            interrupted=False,
+            job=rep.job_section(topo, role="node"),
+        )
+        path = args.report_dir / jobrun.node_report_name(topo, rep.host_info()["hostname"])
+        rep.write_json(node, path)
+        return path.resolve()
+
+    progress = RichProgress(console, len(specs)) if topo.is_leader else None
+    try:
+        outcome = jobrun.run_job(specs, ctx, topo, args.timeout, progress, write_node_report)
+    except jobrun.StoreUnreachable as exc:
+        print(f"verify: FAIL: {exc}", file=sys.stderr)
+        return rep.EXIT_FAILED
+    if not topo.is_leader:
+        print(
+            f"verify: rank {topo.rank}/{topo.world_size} (node {topo.node_rank}) done; "
+            f"the job's report is written by rank 0 (exit {outcome.exit_code})",
+            file=sys.stderr,
+        )
+        return int(outcome.exit_code or 0)
+    results = list(outcome.local)
+    if outcome.nccl is not None:
+        merged = jobrun.merge_nccl(outcome.nccl, outcome.rank_results, outcome.missing_ranks, topo)
+        order = [spec.name for spec in specs]
+        results.append(merged)
+        results.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
+    results.append(jobrun.nodes_result(outcome.nodes, outcome.missing_nodes, topo, args.report_dir))
+    section = rep.job_section(topo, role="job")
+    section |= {
+        "missing_ranks": outcome.missing_ranks,
+        "missing_nodes": outcome.missing_nodes,
+        "nodes": outcome.nodes,
+    }
+    report = rep.build_report(
+        results,
+        started_at=started_at,
+        duration_s=time.monotonic() - start,
+        manifest_path=manifest,
+        options=options,
+        interrupted=outcome.interrupted,
+        job=section,
+    )
+    rep.write_json(report, json_path)
+    if junit_path:
+        rep.write_junit(report, junit_path)
+    jobrun.announce_done(int(report["exit_code"]))
+    console.print()
+    console.print(rep.results_table(results))
     rep.print_summary(console, report)
     if junit_path:
         console.print(f"JUnit XML: {junit_path.resolve()}", highlight=False, soft_wrap=True)

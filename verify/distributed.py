@@ -4,7 +4,13 @@ Bandwidth is reported as nccl-tests defines it (nccl-tests doc/PERFORMANCE.md, "
     algbw = S / t                      S: bytes of the buffer being reduced, t: mean time of one operation
     busbw = algbw * 2 * (n - 1) / n    for all_reduce over n ranks (a ring sends and receives 2(n-1)/n of S)
 so busbw is 0 for one rank by definition, and algbw is the figure to read there. Like nccl-tests we take the
-mean over the timed iterations; across ranks we report the slowest rank's time.
+mean over the timed iterations, and across ranks the mean of the ranks' times, as nccl-tests does by default
+(common.cu: `Allreduce(args, &deltaSec, average)` with average=1, "-a 1": the sum over ranks divided by their
+number); the slowest rank's time is kept too (time_max_us), what nccl-tests prints with "-a 3".
+
+In a multi-node job (GROUP_RANK: the node's rank, set by torchrun and by verify for srun) the same sizes are
+also timed within each node (one group per node, all nodes at once) and across nodes (one group: the first
+rank of every node), so a slow network is told apart from a slow node.
 
 A worker is one process per rank, started with torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR, MASTER_PORT) and the env:// rendezvous. `launch_local` starts them on this host; under torchrun
@@ -86,6 +92,10 @@ class RankResult:
     wrong: list[str] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
+    node: int = 0  # this rank's node (GROUP_RANK)
+    nnodes: int = 1
+    intra_rows: list[dict[str, Any]] = field(default_factory=list)  # within this rank's node
+    inter_rows: list[dict[str, Any]] = field(default_factory=list)  # one rank per node (local rank 0 only)
 
 
 def _pattern(numel: int, device: Any) -> Any:
@@ -127,43 +137,77 @@ def run_worker(cfg: CollectiveConfig) -> RankResult:
         result.sums_ok = bool(flag.item())
         for nbytes in cfg.bw_bytes:
             result.rows.append(_time_all_reduce(nbytes, cfg, world, device))
+        _time_split(cfg, result, device)
     finally:
         dist.destroy_process_group()
     return result
 
 
-def _time_all_reduce(nbytes: int, cfg: CollectiveConfig, world: int, device: Any) -> dict[str, Any]:
+def _time_split(cfg: CollectiveConfig, result: RankResult, device: Any) -> None:
+    """Intra-node and inter-node timings: every rank learns every rank's node, then all create the same
+    groups in the same order (new_group is collective) and time them."""
+    import torch.distributed as dist
+
+    node = int(os.environ.get("GROUP_RANK", "0"))
+    nodes: list[Any] = [None] * result.world_size
+    dist.all_gather_object(nodes, node)
+    members: dict[int, list[int]] = {}
+    for rank, n in enumerate(nodes):
+        members.setdefault(int(n), []).append(rank)
+    result.node, result.nnodes = node, len(members)
+    if len(members) < 2:
+        return
+    intra = {n: dist.new_group(ranks) for n, ranks in sorted(members.items())}
+    leaders = [ranks[0] for _, ranks in sorted(members.items())]
+    inter = dist.new_group(leaders)
+    if len(members[node]) > 1:
+        for nbytes in cfg.bw_bytes:
+            result.intra_rows.append(_time_all_reduce(nbytes, cfg, len(members[node]), device, intra[node]))
+    if result.rank in leaders:
+        for nbytes in cfg.bw_bytes:
+            result.inter_rows.append(_time_all_reduce(nbytes, cfg, len(leaders), device, inter))
+    dist.barrier()
+
+
+def _time_all_reduce(
+    nbytes: int, cfg: CollectiveConfig, world: int, device: Any, group: Any = None
+) -> dict[str, Any]:
+    """One size over `group` (default: every rank) of `world` ranks; time = mean over ranks (nccl-tests)."""
     import torch
     import torch.distributed as dist
 
     # 1/world everywhere: the sum is 1, so repeated in-place reductions stay finite and non-zero.
     buf = torch.full((nbytes // 4,), 1.0 / world, dtype=torch.float32, device=device)
     for _ in range(cfg.warmup):
-        dist.all_reduce(buf)
+        dist.all_reduce(buf, group=group)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-        dist.barrier()
+        dist.barrier(group=group)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         for _ in range(cfg.iters):
-            dist.all_reduce(buf)
+            dist.all_reduce(buf, group=group)
         end.record()
         end.synchronize()
         seconds = start.elapsed_time(end) / 1e3 / cfg.iters
     else:
-        dist.barrier()
+        dist.barrier(group=group)
         t0 = time.perf_counter()
         for _ in range(cfg.iters):
-            dist.all_reduce(buf)
+            dist.all_reduce(buf, group=group)
         seconds = (time.perf_counter() - t0) / cfg.iters
-    slowest = torch.tensor([seconds], dtype=torch.float64, device=device)
-    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
-    t = float(slowest.item())
+    total = torch.tensor([seconds], dtype=torch.float64, device=device)
+    slowest = total.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX, group=group)
+    t = float(total.item()) / world
     algbw = algbw_gbps(nbytes, t)
     return {
         "bytes": nbytes,
         "size": size_label(nbytes),
+        "ranks": world,
         "time_us": significant(t * 1e6),
+        "time_max_us": significant(float(slowest.item()) * 1e6),
         "algbw_GBps": significant(algbw),
         "busbw_GBps": significant(algbw * busbw_factor(world)),
         "iters": cfg.iters,

@@ -94,7 +94,10 @@ def build_report(
     manifest_path: Path,
     options: dict[str, Any],
     interrupted: bool,
+    job: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The report dict. job: None on a single host; in a multi-node job `job_section(...)` (role "job" for
+    rank 0's report of the whole job, "node" for one node's own report), plus missing ranks/nodes."""
     gpus = _details_of(results, "driver", "gpus")
     versions = _details_of(results, "env", "versions")
     report = {
@@ -113,7 +116,14 @@ def build_report(
         "interrupted": interrupted,
         "exit_code": exit_code_for(results, interrupted),
     }
+    if job is not None:
+        report["job"] = job
     return json_safe(report)
+
+
+def job_section(topo: Any, role: str) -> dict[str, Any]:
+    """Where a report sits in a multi-node job (topo: verify.job.Topology)."""
+    return {"role": role} | topo.to_dict()
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -8,14 +8,22 @@ No GPU: the same worker code runs on gloo with GLOO_RANKS (2) CPU processes, or 
 options["nccl"]["gloo_ranks"] says (tests run 4 and 8, where busbw = 1.5 and 1.75 x algbw tells a wrong
 factor apart). NCCL itself is then SKIPPED (it was not tested), with the gloo figures attached; wrong gloo
 sums still FAIL, because the shared code path is broken.
-Under torchrun (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set) this process joins that job as its rank:
-    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-endpoint HOST:29500 $(which verify) run --only nccl
+In a multi-node job (`verify run` under torchrun or srun: see verify/job.py and verify/jobrun.py) this process
+joins that job as its rank: one all-reduce over every rank of every node, then the same sizes within each node
+and across nodes (one rank per node), and the transport NCCL chose between nodes, read from its INFO log
+("via NET/IB", "via NET/Socket"). Sockets where InfiniBand/RoCE devices exist are a FAIL naming why (no
+/dev/infiniband in the container, no libibverbs, memlock too low, NCCL_IB_DISABLE): the host check's collect()
+supplies the facts.
 """
 
 from __future__ import annotations
 
+import ctypes.util
 import os
+import re
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from verify.context import Context
@@ -27,6 +35,7 @@ from verify.distributed import (
     run_worker,
     torchrun_env,
 )
+from verify.job import detect
 from verify.result import Result, Status
 
 NAME = "nccl"
@@ -73,6 +82,61 @@ def evaluate(outcome: LaunchOutcome, nprocs: int, timeout_s: float) -> tuple[lis
     return problems, rank0
 
 
+_VIA = re.compile(r"via (NET/[A-Za-z][\w-]*)")
+_USING = re.compile(r"Using network (\S+)")
+
+
+def parse_transport(log: str) -> str | None:
+    """The network transport in NCCL's INFO log: "NET/IB", "NET/Socket", a plugin's "NET/<name>", or None
+    when no channel went through the network (one node: P2P/SHM only) or the log says nothing."""
+    via = _VIA.findall(log)
+    if via:
+        kinds = sorted(set(via))
+        return "NET/IB" if "NET/IB" in kinds else kinds[0]
+    using = _USING.findall(log)
+    return f"NET/{using[0]}" if using else None
+
+
+def socket_fallback_problem(transport: str | None, facts: Any, libibverbs: bool) -> str | None:
+    """Why NCCL fell back to TCP sockets between nodes although this host has InfiniBand/RoCE devices, or
+    None when sockets are all there is (or NCCL did not use sockets). facts: verify.checks.host.HostFacts."""
+    if transport != "NET/Socket":
+        return None
+    from verify.checks.host import _memlock_state, usable_ib
+
+    if not facts.ib_devices and not facts.rdma_without_verbs:
+        return None
+    causes: list[str] = []
+    if facts.nccl_ib_disable:
+        causes.append("NCCL_IB_DISABLE is set; fix: unset NCCL_IB_DISABLE")
+    if facts.rdma_without_verbs and not facts.ib_devices:
+        causes.append(
+            f"RDMA devices {', '.join(facts.rdma_without_verbs)} exist but /dev/infiniband is not in this "
+            "container; fix: docker run --device /dev/infiniband (Slurm/pyxis: it is passed by default; "
+            "Kubernetes: the RDMA device plugin)"
+        )
+    if not libibverbs:
+        causes.append(
+            "libibverbs is not installed, so NCCL cannot open the devices; fix: apt-get install "
+            "libibverbs1 ibverbs-providers (rdma-core) in the image"
+        )
+    memlock = _memlock_state(facts)[0]
+    if memlock:
+        causes.append(memlock)
+    if facts.ib_devices and not usable_ib(facts):
+        listed = ", ".join(d.describe() for d in facts.ib_devices)
+        causes.append(f"no verbs device has an ACTIVE port ({listed}); fix: check the cable/switch (ibstat)")
+    if not causes:
+        causes.append("NCCL's log says why (NCCL_DEBUG=INFO, NCCL_DEBUG_SUBSYS=INIT,NET)")
+    return "NCCL fell back to TCP sockets between nodes although InfiniBand/RoCE devices exist: " + "; ".join(
+        causes
+    )
+
+
+def has_libibverbs() -> bool:
+    return ctypes.util.find_library("ibverbs") is not None
+
+
 def gloo_ranks(opts: dict[str, Any]) -> int | str:
     """The number of gloo processes options["nccl"]["gloo_ranks"] asks for (default GLOO_RANKS), or the
     problem with the value: one rank moves no data, so fewer than 2 cannot exercise the collective path."""
@@ -115,6 +179,9 @@ def run(ctx: Context) -> Result:
     if backend == "nccl":
         details["nccl_version"] = ".".join(map(str, torch.cuda.nccl.version()))
 
+    topo = detect(os.environ) if torchrun_env() else None
+    if topo is not None:
+        return _run_in_job(ctx, cfg, topo, details, done)
     if torchrun_env():
         nprocs = int(os.environ["WORLD_SIZE"])
         details["launch"] = f"joined torchrun job as rank {os.environ['RANK']} of {nprocs}"
@@ -166,4 +233,77 @@ def run(ctx: Context) -> Result:
             f"{nprocs} ranks, NCCL {details['nccl_version']}: sums exact at {sizes} sizes; "
             f"busbw {big['busbw_GBps']:g} GB/s at {big['size']} (algbw {big['algbw_GBps']:g})"
         )
+    return done(Status.PASS, summary, figures, details)
+
+
+def _transport_log() -> Path | None:
+    """Ask NCCL for its INIT/NET log in a file we can read (unless the user already chose NCCL_DEBUG)."""
+    if "NCCL_DEBUG" in os.environ or "NCCL_DEBUG_FILE" in os.environ:
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="verify-nccl-log-"))
+    os.environ.update(
+        NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT,NET", NCCL_DEBUG_FILE=str(folder / "nccl.%h.%p.log")
+    )
+    return folder
+
+
+def _run_in_job(ctx: Context, cfg: CollectiveConfig, topo: Any, details: dict[str, Any], done: Any) -> Result:
+    """This process is one rank of a multi-node job: all-reduce over every rank, within and across nodes."""
+    details["launch"] = (
+        f"{topo.launcher} job: rank {topo.rank} of {topo.world_size}, node {topo.node_rank} of "
+        f"{topo.nnodes}, {topo.local_world_size} ranks per node"
+    )
+    log_dir = _transport_log() if cfg.backend == "nccl" else None
+    try:
+        mine = run_worker(cfg)
+    except Exception as exc:
+        return done(
+            Status.FAIL,
+            f"rank {topo.rank} (node {topo.node_rank}): {type(exc).__name__}: {exc}; a rank that died or "
+            "hangs elsewhere shows here as a timeout: the job report names it",
+            {},
+            details,
+        )
+    if cfg.backend == "gloo":
+        transport = "gloo/TCP"
+    elif topo.nnodes < 2:
+        transport = "one node: no network"
+    else:
+        text = "".join(p.read_text(errors="replace") for p in sorted(log_dir.glob("*"))) if log_dir else ""
+        transport = parse_transport(text) or "unknown (NCCL_DEBUG set by the user: see its output)"
+    details |= {"transport": transport, "rows": mine.rows, "intra_rows": mine.intra_rows}
+    details["inter_rows"] = mine.inter_rows
+    figures: dict[str, Any] = {
+        "ranks": topo.world_size,
+        "nodes": mine.nnodes,
+        "backend": cfg.backend,
+        "transport": transport,
+    } | _figures(mine.rows, cfg.backend)
+    for label, rows in (("intra", mine.intra_rows), ("inter", mine.inter_rows)):
+        for row in rows:
+            figures[f"{label}_busbw_GBps_{row['size']}"] = row["busbw_GBps"]
+    problems = [f"wrong sum: {w}" for w in mine.wrong] + (
+        [] if mine.sums_ok else ["another rank saw wrong sums"]
+    )
+    if cfg.backend == "nccl" and topo.nnodes > 1:
+        from verify.checks.host import collect
+
+        fallback = socket_fallback_problem(transport, collect(), has_libibverbs())
+        if fallback:
+            problems.append(fallback)
+    if problems:
+        return done(Status.FAIL, "; ".join(dict.fromkeys(problems)), figures, details)
+    big = mine.rows[-1]
+    split = ""
+    if mine.intra_rows:
+        split += f"; within node {mine.node} {mine.intra_rows[-1]['busbw_GBps']:g}"
+    if mine.inter_rows:
+        split += f"; across {mine.inter_rows[-1]['ranks']} nodes {mine.inter_rows[-1]['busbw_GBps']:g}"
+    summary = (
+        f"{topo.world_size} ranks on {mine.nnodes} nodes ({transport}): sums exact at "
+        f"{len(cfg.check_numels)} sizes; busbw {big['busbw_GBps']:g} GB/s at {big['size']} "
+        f"(algbw {big['algbw_GBps']:g}){split}"
+    )
+    if cfg.backend == "gloo":
+        return done(Status.SKIP, f"no GPU: NCCL not tested; gloo: {summary}", figures, details)
     return done(Status.PASS, summary, figures, details)
