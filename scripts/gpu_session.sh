@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole GPU proof in ONE device command (issue 7). Run from the repository root on a GPU host:
-#   OUT=/tmp/out bash scripts/gpu_session.sh        (on the lent machines $OUT is set by the device tool)
+#   OUT=/tmp/out bash scripts/gpu_session.sh        (OUT: the folder the results are written to)
 # PARTS picks the parts (default: all): info verify pytest bert nccl compile refs.
 # STEPS (default 100) timed steps per repeat and ROUNDS (default 2) alternations of plain loop / verify bench.
 # Writes under $OUT (at most 8 files come back): session.log, verify.json, pytest-gpu.txt, bench.jsonl,
-# nccl-torchrun.json. NVLink multicast stays off: the lent machines require NCCL_NVLS_ENABLE=0 (KINDS.md);
+# nccl-torchrun.json. NVLink multicast stays off (NCCL_NVLS_ENABLE=0): the GPU host this ran on requires it;
 # only this device script sets it, the product never overrides a user's NCCL settings.
 set -u
 export NCCL_NVLS_ENABLE="${NCCL_NVLS_ENABLE:-0}" TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1

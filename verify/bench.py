@@ -3,7 +3,8 @@
 One step = forward + backward + optimizer step of BertForMaskedLM built from a BertConfig (no downloads),
 SDPA attention, fused AdamW on CUDA, autocast for bf16/fp16 (fp16 through GradScaler). The loop is the plain
 one a person would write: no per-step synchronisation, no .item() inside the timed region, CUDA events around
-each repeat of N steps (METHOD.md: warm-up first, median over repeats, rotate input batches, no zeros).
+each repeat of N steps (verify/measure.py's rules: warm-up first, median over repeats, rotate input batches,
+no zeros).
 Before the run the batch is sized to the GPU memory that is free (another process may hold most of it):
 a batch whose estimated need (`estimate_train_bytes`) does not fit is halved up front, and an out-of-memory
 error during the run still halves it; both are said. FLOPs per step: verify/flops.py (FORMULA).

@@ -1,6 +1,6 @@
 """Shared GPU timing: CUDA events, warm-up, median; the two ceilings (bf16/tf32 matmul, device copy).
 
-Follows the lent machines' METHOD.md: time device work with events (never a host clock without a sync),
+The rules: time device work with events (never a host clock without a sync),
 warm up so that handle creation and autotuning stay out of the numbers, take the median of many timed runs,
 rotate input sets so that repeated runs do not measure the L2 cache, and never time zeros (they run faster).
 """

@@ -75,7 +75,7 @@ H200_2026_11_29 = Provenance(
     "docs/gpu-results.md",
 )
 H100_DESIGN = Provenance(
-    "the project's design notes",
+    "the project, before its GPU logs were kept in docs/ (no raw log here)",
     "2026-11-22",
     "a lent 1x H100 80GB HBM3",
     "a plain training loop",

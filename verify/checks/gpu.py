@@ -31,7 +31,7 @@ DESCRIPTION = (
 )
 DEFAULT_TIMEOUT_S = 180.0
 
-# Relative error bounds ||gpu - ref|| / ||ref|| against a float64 CPU reference (METHOD.md's figures):
+# Relative error bounds ||gpu - ref|| / ||ref|| against a float64 CPU reference (typical figures):
 # float32 arithmetic lands far under 1e-3; TF32 near 3e-4; bf16 operands between 1e-3 and 1e-2.
 BOUNDS = {"fp32": 1e-5, "tf32": 2e-3, "bf16": 1e-2}
 # Below these fractions of the datasheet figure the card is slow for a reason worth a WARN (cuBLAS reaches

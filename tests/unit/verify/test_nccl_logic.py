@@ -26,7 +26,7 @@ def test_busbw_factor_rejects_zero_ranks():
 
 
 def test_algbw_is_bytes_over_seconds_in_1e9():
-    # nccl-tests' 2xH200 figure from DESIGN.md: 1 GiB at busbw 326 GB/s -> n=2, algbw == busbw
+    # a 2xH200 nccl-tests figure: 1 GiB at busbw 326 GB/s -> n=2, algbw == busbw
     t = (1 << 30) / 326e9
     assert algbw_gbps(1 << 30, t) == pytest.approx(326.0)
     assert algbw_gbps(1 << 30, t) * busbw_factor(2) == pytest.approx(326.0)
