@@ -4,9 +4,10 @@ Bandwidth is reported as nccl-tests defines it (nccl-tests doc/PERFORMANCE.md, "
     algbw = S / t                      S: bytes of the buffer being reduced, t: mean time of one operation
     busbw = algbw * 2 * (n - 1) / n    for all_reduce over n ranks (a ring sends and receives 2(n-1)/n of S)
 so busbw is 0 for one rank by definition, and algbw is the figure to read there. Like nccl-tests we take the
-mean over the timed iterations, and across ranks the mean of the ranks' times, as nccl-tests does by default
-(common.cu: `Allreduce(args, &deltaSec, average)` with average=1, "-a 1": the sum over ranks divided by their
-number); the slowest rank's time is kept too (time_max_us), what nccl-tests prints with "-a 3".
+mean over the timed iterations (on NCCL more of them below 64 MiB, see iters_for, with the GPU held by a
+sleep kernel while they are enqueued, see _hold_gpu), and across ranks the mean of the ranks' times, as
+nccl-tests does by default (common.cu: `Allreduce(args, &deltaSec, average)` with average=1, "-a 1": the sum
+over ranks divided by their number); the slowest rank's time is kept too (time_max_us: nccl-tests' "-a 3").
 
 In a multi-node job (GROUP_RANK: the node's rank, set by torchrun and by verify for srun) the same sizes are
 also timed within each node (one group per node, all nodes at once) and across nodes (one group: the first
@@ -143,6 +144,44 @@ def run_worker(cfg: CollectiveConfig) -> RankResult:
     return result
 
 
+SMALL_BYTES = 64 * MiB  # below this, one operation is short enough that more of them are timed
+MAX_ITER_SCALE = 5
+LAUNCH_ALLOWANCE_S = 100e-6  # generous CPU time to enqueue one all_reduce through c10d
+_cycles_per_s: dict[int, float] = {}
+
+
+def iters_for(nbytes: int, cfg: CollectiveConfig) -> int:
+    """Timed iterations for one size: cfg.iters at 64 MiB and up, up to 5x more below on NCCL, so a 1 MiB
+    measurement spans ~100 operations rather than 20 (~0.5 ms on NVLink, where one launch hiccup is 10%).
+    gloo on CPU keeps cfg.iters: its small sizes already take milliseconds each."""
+    if cfg.backend != "nccl":
+        return cfg.iters
+    scale = max(1, min(MAX_ITER_SCALE, SMALL_BYTES // max(nbytes, 1)))
+    return cfg.iters * scale
+
+
+def _hold_gpu(iters: int, device: Any) -> None:
+    """Keep the GPU busy (a sleep kernel on the current stream, which c10d's NCCL stream waits for) while
+    the CPU enqueues the timed operations, so they run back to back as nccl-tests' C loop does: at 1 MiB an
+    all_reduce takes ~20 us on NVLink, about what one Python call through c10d costs, and without this the
+    figure measures the CPU's launch rate instead of the bus. Skipped where torch has no sleep kernel."""
+    import torch
+
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if sleep is None:
+        return
+    index = device.index or 0
+    if index not in _cycles_per_s:  # calibrate the sleep kernel's clock once per process
+        probe = 1_000_000
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        sleep(probe)
+        b.record()
+        b.synchronize()
+        _cycles_per_s[index] = probe / max(a.elapsed_time(b) / 1e3, 1e-6)
+    sleep(int(_cycles_per_s[index] * (iters * LAUNCH_ALLOWANCE_S + 1e-3)))
+
+
 def _time_split(cfg: CollectiveConfig, result: RankResult, device: Any) -> None:
     """Intra-node and inter-node timings: every rank learns every rank's node, then all create the same
     groups in the same order (new_group is collective) and time them."""
@@ -178,24 +217,26 @@ def _time_all_reduce(
 
     # 1/world everywhere: the sum is 1, so repeated in-place reductions stay finite and non-zero.
     buf = torch.full((nbytes // 4,), 1.0 / world, dtype=torch.float32, device=device)
+    iters = iters_for(nbytes, cfg)
     for _ in range(cfg.warmup):
         dist.all_reduce(buf, group=group)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         dist.barrier(group=group)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        _hold_gpu(iters, device)
         start.record()
-        for _ in range(cfg.iters):
+        for _ in range(iters):
             dist.all_reduce(buf, group=group)
         end.record()
         end.synchronize()
-        seconds = start.elapsed_time(end) / 1e3 / cfg.iters
+        seconds = start.elapsed_time(end) / 1e3 / iters
     else:
         dist.barrier(group=group)
         t0 = time.perf_counter()
-        for _ in range(cfg.iters):
+        for _ in range(iters):
             dist.all_reduce(buf, group=group)
-        seconds = (time.perf_counter() - t0) / cfg.iters
+        seconds = (time.perf_counter() - t0) / iters
     total = torch.tensor([seconds], dtype=torch.float64, device=device)
     slowest = total.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM, group=group)
@@ -210,7 +251,7 @@ def _time_all_reduce(
         "time_max_us": significant(float(slowest.item()) * 1e6),
         "algbw_GBps": significant(algbw),
         "busbw_GBps": significant(algbw * busbw_factor(world)),
-        "iters": cfg.iters,
+        "iters": iters,
     }
 
 
