@@ -1,4 +1,8 @@
-"""Follow a classic-builder stream: a live "step n/N" display, the whole log in a file, the failing step.
+"""Follow a classic-builder stream: step n/N on the console, the whole log in a file, the failing step.
+
+On a terminal the display is live (rich); in a file, a pipe or a CI log it is one plain line per step with
+the elapsed time and a heartbeat line at least every HEARTBEAT_S seconds inside a long step, so a 5-minute
+build never looks hung. Under GitHub Actions each build phase is a collapsible log group (log_group).
 
 The engine's classic builder emits {"stream": "Step 3/25 : RUN ..."} before each instruction, then that
 step's output, {"aux": {"ID": ...}} with the image id, or {"error": ...} when a step fails. Progress and
@@ -7,10 +11,14 @@ failure reports are built from those events alone, so they work for every Docker
 
 from __future__ import annotations
 
+import os
+import queue
 import re
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -30,6 +38,8 @@ STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
 NO_SPACE = "no space left on device"
 TAIL_LINES = 30
+HEARTBEAT_S = 30.0  # the longest a non-TTY log stays silent inside a step (pip install, the venv copy)
+TICK_S = 1.0  # how often a silent stream is checked for a due heartbeat
 
 
 @dataclass
@@ -74,13 +84,122 @@ def iter_lines(events: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str]]:
             yield "status", " ".join(str(event[k]) for k in ("id", "status", "progress") if event.get(k))
 
 
+def _with_ticks(events: Iterable[dict[str, Any]], tick_s: float) -> Iterator[tuple[str, str] | None]:
+    """The stream's lines, and None whenever `tick_s` passes without one (a step that prints nothing).
+
+    The engine sends nothing while `RUN sleep` or a quiet pip runs, so the stream is read in a thread and
+    the caller wakes up on a timer to print heartbeats. Errors of the stream are raised here, unchanged.
+    """
+    lines: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def pump() -> None:
+        try:
+            for item in iter_lines(events):
+                lines.put(("line", item))
+        except BaseException as exc:  # re-raised in the caller's thread, where it is handled
+            lines.put(("error", exc))
+        lines.put(("end", None))
+
+    threading.Thread(target=pump, name="build-stream", daemon=True).start()
+    while True:
+        try:
+            what, item = lines.get(timeout=tick_s)
+        except queue.Empty:
+            yield None
+            continue
+        if what == "end":
+            return
+        if what == "error":
+            raise item
+        yield item
+
+
+def fmt_seconds(seconds: float) -> str:
+    """1m05s, 12s: short enough for a log line, exact enough to compare two builds."""
+    whole = int(seconds)
+    return f"{whole // 60}m{whole % 60:02d}s" if whole >= 60 else f"{whole}s"
+
+
+def shorten(text: str, width: int = 70) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+class PlainProgress:
+    """Progress for a file, a pipe or a CI log: one line per step, heartbeats inside long steps, no ANSI."""
+
+    def __init__(
+        self, out: IO[str], title: str, heartbeat_s: float = HEARTBEAT_S, clock: Any = time.monotonic
+    ) -> None:
+        self.out, self.title, self.heartbeat_s, self.clock = out, title, heartbeat_s, clock
+        self.started = clock()
+        self.last_line = self.started
+        self.current: Step | None = None
+
+    def _print(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+        self.last_line = self.clock()
+
+    def step(self, step: Step) -> None:
+        self.current = step
+        elapsed = fmt_seconds(self.clock() - self.started)
+        self._print(f"[{self.title} {elapsed}] step {step.number}/{step.total}: {shorten(step.instruction)}")
+
+    def tick(self) -> None:
+        now = self.clock()
+        if self.current is not None and now - self.last_line >= self.heartbeat_s:
+            step = self.current
+            self._print(
+                f"  ... still running step {step.number}/{step.total} ({shorten(step.instruction, 50)}) "
+                f"{fmt_seconds(now - step.started)}"
+            )
+
+    def finish(self, outcome: StreamOutcome) -> None:
+        elapsed = fmt_seconds(self.clock() - self.started)
+        if outcome.error is None:
+            self._print(f"[{self.title} {elapsed}] done: {len(outcome.steps)} steps")
+        elif outcome.failed_step is not None:
+            step = outcome.failed_step
+            self._print(f"[{self.title} {elapsed}] failed at step {step.number}/{step.total}")
+        else:
+            self._print(f"[{self.title} {elapsed}] failed before the first step")
+
+
+def plain_output(console: Console) -> bool:
+    """Plain lines instead of the live display: output is not a terminal, or a CI log renders it."""
+    return not console.is_terminal or os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+@contextmanager
+def log_group(console: Console | None, name: str) -> Iterator[None]:
+    """A collapsible `::group::` in a GitHub Actions log around one phase; elsewhere nothing."""
+    if console is None or os.environ.get("GITHUB_ACTIONS") != "true":
+        yield
+        return
+    console.file.write(f"::group::{name}\n")
+    console.file.flush()
+    try:
+        yield
+    finally:  # closed on failure too, so the failure report below it is not folded away
+        console.file.write("::endgroup::\n")
+        console.file.flush()
+
+
 def follow_build(
-    events: Iterable[dict[str, Any]], log: IO[str], console: Console | None = None, title: str = "build"
+    events: Iterable[dict[str, Any]],
+    log: IO[str],
+    console: Console | None = None,
+    title: str = "build",
+    heartbeat_s: float = HEARTBEAT_S,
 ) -> StreamOutcome:
-    """Consume the stream, showing progress on `console` (None: quiet) and copying every line to `log`."""
+    """Consume the stream, showing progress on `console` (None: quiet) and copying every line to `log`.
+
+    On a terminal a live step n/N display; elsewhere (a file, a pipe, GitHub Actions) PlainProgress lines.
+    """
     outcome = StreamOutcome()
     current: Step | None = None
     last_layer: str | None = None
+    plain = PlainProgress(console.file, title, heartbeat_s) if console and plain_output(console) else None
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.fields[title]}[/]"),
@@ -89,12 +208,20 @@ def follow_build(
         TimeElapsedColumn(),
         TextColumn("{task.description}"),
         console=console,
-        disable=console is None,
+        disable=console is None or plain is not None,
         transient=False,
     )
-    with progress:
+    lines: Iterable[tuple[str, str] | None] = (
+        _with_ticks(events, min(TICK_S, heartbeat_s)) if plain else iter_lines(events)
+    )
+    with log_group(console, f"docker build: {title}"), progress:
         task = progress.add_task("starting", total=None, title=title)
-        for kind, text in iter_lines(events):
+        for item in lines:
+            if item is None:
+                if plain:
+                    plain.tick()
+                continue
+            kind, text = item
             log.write(text + "\n")
             log.flush()
             if kind == "error":
@@ -116,13 +243,17 @@ def follow_build(
                     outcome.stage_ends.append(last_layer)
                 last_layer = None
                 outcome.steps.append(current)
-                short = (
-                    current.instruction
-                    if len(current.instruction) <= 70
-                    else current.instruction[:67] + "..."
+                if plain:
+                    plain.step(current)
+                progress.update(
+                    task,
+                    total=current.total,
+                    completed=current.number - 1,
+                    description=shorten(current.instruction),
                 )
-                progress.update(task, total=current.total, completed=current.number - 1, description=short)
                 continue
+            if plain:
+                plain.tick()  # a chatty step (pip) prints lines into the log only: still a heartbeat
             if current is not None:
                 current.output.append(text)
             layer = LAYER_RE.match(text)
@@ -135,6 +266,8 @@ def follow_build(
             outcome.step_seconds[current.number] = time.monotonic() - current.started
         if outcome.error is None and current is not None:
             progress.update(task, completed=current.total, description="done")
+        if plain:
+            plain.finish(outcome)
     return outcome
 
 
