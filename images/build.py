@@ -13,9 +13,11 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
@@ -30,7 +32,8 @@ from images.dockerfile import REPO_ROOT, dockerfile_path, lock_name, render_dock
 from images.engine import EngineError, api_client, deps_ref, image_refs
 from images.lock import lock_problems
 from images.matrix import FLAVORS, IMAGE_NAME, ImageLine, Matrix, MatrixError, load_matrix
-from images.progress import StreamOutcome, failure_report, follow_build
+from images.pipconfig import HostPipSettings, describe, resolve
+from images.progress import StreamOutcome, failure_report, follow_build, log_group, plain_output
 
 LOG_DIR = REPO_ROOT / "build" / "logs"
 
@@ -295,15 +298,19 @@ def build_image(
     if not outcome.ok:
         _remove_quietly(client, temp_ref)
         raise BuildError(failure_report(outcome, log_path))
-    for ref in (short, full):
-        repository, tag = ref.rsplit(":", 1)
-        client.tag(temp_ref, repository, tag, force=True)
-    _remove_quietly(client, temp_ref)  # drops only the temporary name; the image keeps its real tags
-    # The project stage's image (only the source of `COPY --from=project`), then the images the tags moved
-    # away from (the older final image first: it is the older deps image's child). The project stage's image
-    # is a child of the deps image too: left behind, it would keep a replaced deps image (7.5 GB) alive.
-    with log_path.open("a") as log:
-        removed = remove_unused_images(client, [*outcome.stage_ends, *superseded], log)
+    with log_group(console, f"tag and clean up: {short}"):
+        if console is not None and plain_output(console):
+            console.file.write(f"tagging {short} and {full}; removing images this build made obsolete\n")
+        for ref in (short, full):
+            repository, tag = ref.rsplit(":", 1)
+            client.tag(temp_ref, repository, tag, force=True)
+        _remove_quietly(client, temp_ref)  # drops only the temporary name; the image keeps its real tags
+        # The project stage's image (only the source of `COPY --from=project`), then the images the tags
+        # moved away from (the older final image first: it is the older deps image's child). The project
+        # stage's image is a child of the deps image too: left behind, it would keep a replaced deps image
+        # (7.5 GB) alive.
+        with log_path.open("a") as log:
+            removed = remove_unused_images(client, [*outcome.stage_ends, *superseded], log)
     return BuildResult(
         outcome.image_id or "", (short, full), log_path, seconds, outcome, deps_outcome, tuple(removed)
     )
@@ -359,10 +366,37 @@ def _request_from_args(args: argparse.Namespace) -> BuildRequest:
     )
 
 
+def request_from_cli(
+    args: argparse.Namespace, env: Mapping[str, str] | None = None
+) -> tuple[BuildRequest, HostPipSettings | None]:
+    """The flags, completed by the host's pip index URL(s) and CA unless --no-host-pip-config.
+
+    A flag wins over the host's value of the same key; see images/pipconfig.py for where pip looks.
+    """
+    request = _request_from_args(args)
+    if getattr(args, "no_host_pip_config", False):
+        return request, None
+    flags = {"index-url": request.index_url, "extra-index-url": request.extra_index_url}
+    host = resolve(
+        os.environ if env is None else env,
+        explicit=frozenset(k for k, v in {**flags, "cert": request.extra_ca}.items() if v),
+    )
+    request = replace(
+        request,
+        index_url=request.index_url or (host.index_url.value if host.index_url else None),
+        extra_index_url=request.extra_index_url or host.extra_index_url,
+        extra_ca=request.extra_ca or (Path(host.cert.value) if host.cert else None),
+    )
+    return request, host
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
+    request, host = request_from_cli(args)
+    for line in describe(host) if host else []:
+        console.file.write(line + "\n")  # plain text: a URL or path must not be read as rich markup
     try:
-        result = build_image(_request_from_args(args), console=console)
+        result = build_image(request, console=console)
     except ContextError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -401,6 +435,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="PEM CA bundle trusted during the build only (TLS-inspecting proxies)",
     )
+    build.add_argument(
+        "--no-host-pip-config", action="store_true",
+        help="do not take index-url, extra-index-url and cert from this host's pip configuration "
+        "(pip.conf, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE); "
+        "the flags above win over it anyway",
+    )  # fmt: skip
     build.add_argument("--no-cache", action="store_true", help="rebuild every layer")
     build.add_argument(
         "--deps-image", metavar="REF",
