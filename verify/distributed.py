@@ -114,7 +114,9 @@ def run_worker(cfg: CollectiveConfig) -> RankResult:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cfg.backend == "nccl":
-        device = torch.device("cuda", local_rank)
+        # srun --gpus-per-task 1 shows each task only its own GPU: device 0, whatever the local rank
+        visible = torch.cuda.device_count()
+        device = torch.device("cuda", local_rank if local_rank < visible else 0)
         torch.cuda.set_device(device)
         # device_id makes NCCL create its communicator now, so a single GPU still initialises NCCL.
         dist.init_process_group(
