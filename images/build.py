@@ -29,7 +29,7 @@ from rich.console import Console
 from images import registry, run_verify
 from images.context import ContextError, ContextInputs, build_context
 from images.dockerfile import REPO_ROOT, dockerfile_path, lock_name, render_dockerfile
-from images.engine import EngineError, api_client, deps_ref, image_refs
+from images.engine import EngineError, api_client, deps_ref, engine_errors, image_refs
 from images.lock import lock_problems
 from images.matrix import FLAVORS, IMAGE_NAME, ImageLine, Matrix, MatrixError, load_matrix
 from images.pipconfig import HostPipSettings, describe, resolve
@@ -183,19 +183,18 @@ def _run_build(
 ) -> StreamOutcome:
     context = build_context(context_inputs)
     try:
-        events = client.build(
-            fileobj=context,
-            custom_context=True,
-            dockerfile=context_inputs.dockerfile,
-            rm=True,
-            forcerm=True,  # remove intermediate containers of failed steps too
-            pull=False,  # the base may exist only locally (docker import)
-            decode=True,
-            **kwargs,
-        )
-        return follow_build(events, log, console=console, title=title)
-    except APIError as exc:
-        raise EngineError(f"the engine refused the build: {exc.explanation or exc}") from exc
+        with engine_errors(f"the build of {title}"):  # the engine gone, or refusing the build itself
+            events = client.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=context_inputs.dockerfile,
+                rm=True,
+                forcerm=True,  # remove intermediate containers of failed steps too
+                pull=False,  # the base may exist only locally (docker import)
+                decode=True,
+                **kwargs,
+            )
+            return follow_build(events, log, console=console, title=title)
     finally:
         context.close()
 
@@ -274,6 +273,9 @@ def build_image(
                 labels={DEPS_KEY_LABEL: key},
             )  # fmt: skip
             if not deps_outcome.ok:
+                base = request.base_image or line.base_image
+                if base_id == "missing" and _failed_at_from(deps_outcome):
+                    raise BuildError(missing_base_report(base, deps_outcome, log_path))
                 raise BuildError(failure_report(deps_outcome, log_path))
             # The builder stage's result was only the source of `COPY --from=builder`: a venv-sized image
             # (7.5 GB for v2.8) that no later build reads, since phase 2 starts from the deps image.
@@ -301,9 +303,10 @@ def build_image(
     with log_group(console, f"tag and clean up: {short}"):
         if console is not None and plain_output(console):
             console.file.write(f"tagging {short} and {full}; removing images this build made obsolete\n")
-        for ref in (short, full):
-            repository, tag = ref.rsplit(":", 1)
-            client.tag(temp_ref, repository, tag, force=True)
+        with engine_errors(f"tagging the new image as {short} and {full}"):
+            for ref in (short, full):
+                repository, tag = ref.rsplit(":", 1)
+                client.tag(temp_ref, repository, tag, force=True)
         _remove_quietly(client, temp_ref)  # drops only the temporary name; the image keeps its real tags
         # The project stage's image (only the source of `COPY --from=project`), then the images the tags
         # moved away from (the older final image first: it is the older deps image's child). The project
@@ -313,6 +316,21 @@ def build_image(
             removed = remove_unused_images(client, [*outcome.stage_ends, *superseded], log)
     return BuildResult(
         outcome.image_id or "", (short, full), log_path, seconds, outcome, deps_outcome, tuple(removed)
+    )
+
+
+def _failed_at_from(outcome: StreamOutcome) -> bool:
+    step = outcome.failed_step
+    return step is not None and step.instruction.upper().startswith("FROM ")
+
+
+def missing_base_report(base: str, outcome: StreamOutcome, log_path: Path) -> str:
+    """The base image was not on this engine and the builder could not pull it: name it and the ways out."""
+    return (
+        f"error: the base image {base} is not on this engine and could not be pulled ({outcome.error}); "
+        f"fix: `docker pull {base}` where its registry is reachable (or `docker load`/`docker import` it; "
+        "scripts/make_base_image.sh makes debian:trixie-slim without a registry), or build on another "
+        f"base with --base-image REF\nfull log: {log_path}"
     )
 
 
