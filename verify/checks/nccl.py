@@ -270,7 +270,10 @@ def _run_in_job(ctx: Context, cfg: CollectiveConfig, topo: Any, details: dict[st
         transport = "one node: no network"
     else:
         text = "".join(p.read_text(errors="replace") for p in sorted(log_dir.glob("*"))) if log_dir else ""
-        transport = parse_transport(text) or "unknown (NCCL_DEBUG set by the user: see its output)"
+        if log_dir is None:
+            transport = "unknown (NCCL_DEBUG/NCCL_DEBUG_FILE set by the user: see its output)"
+        else:  # no channel through the network: NCCL found the "nodes" on one host (P2P or shared memory)
+            transport = parse_transport(text) or "P2P/SHM (no network: the nodes share a host)"
     details |= {"transport": transport, "rows": mine.rows, "intra_rows": mine.intra_rows}
     details["inter_rows"] = mine.inter_rows
     figures: dict[str, Any] = {
