@@ -50,8 +50,12 @@ else
     echo "make: installing the project + [build] extra into $venv (no torch; its stamp is missing or older than pyproject.toml)"
 fi
 
-pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install 'pip>=23.3'  # make lock needs pip >= 23.3 (--dry-run with --platform)
-"${pip[@]}" install -e '.[build]'
+# -qq: pip's errors only (setuptools' editable-install banner is noise here).
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -qq)
+if ! "${pip[@]}" install 'pip>=23.3' || ! "${pip[@]}" install -e '.[build]'; then  # lock needs pip >= 23.3
+    echo "error: pip could not install the project + [build] extra into $venv (its lines above say why);" \
+        "fix: make pip reach an index (pip config / PIP_INDEX_URL, PIP_CERT behind a proxy), then make tools" >&2
+    exit 1
+fi
 touch "$stamp"
 echo "make: $venv is ready ($("$venv/bin/python" -m pip --version | cut -d' ' -f1-2); make dev adds torch and the test tools)"

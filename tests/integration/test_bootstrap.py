@@ -8,6 +8,7 @@ network), then the installed `python -m images`.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,7 +33,7 @@ def _copy_project(dest: Path) -> Path:
     return dest
 
 
-def _make(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _make(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["make", "--no-print-directory", *args],
         cwd=project,
@@ -40,6 +41,7 @@ def _make(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=540,
         check=False,
+        env=env,
     )
 
 
@@ -115,3 +117,17 @@ def test_a_folder_that_is_not_a_venv_is_not_deleted(project: Path, tmp_path: Pat
     assert f"error: {precious} exists but is not a Python venv" in result.stderr
     assert "fix: move it away, or make VENV=" in result.stderr
     assert (precious / "notes.txt").read_text() == "mine"
+
+
+def test_no_reachable_index_says_so_in_one_line_and_leaves_no_stamp(project: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "offline-venv"
+    # An index that refuses connections, no pip config, no cache: pip finds nothing to install.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0"}
+    env |= {"PIP_NO_CACHE_DIR": "1", "BOOTSTRAP_PYTHON": "python3"}
+    result = _make(project, "tools", f"VENV={venv}", env=env)
+    assert result.returncode == 2  # make's own code for a failed recipe
+    assert f"error: pip could not install the project + [build] extra into {venv}" in result.stderr
+    assert "fix: make pip reach an index" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (venv / STAMP).exists()
