@@ -267,3 +267,58 @@ def test_a_base_image_that_is_nowhere_is_named_with_the_fix_and_nothing_is_left(
     # Only this line's names: other work on a shared engine may tag its own images meanwhile.
     new_tags = {t for t in our_tags(docker_client) - tags_before if "v0.8" in t or "build:" in t}
     assert not new_tags, f"a failed build left tags: {new_tags}"
+
+
+@contextlib.contextmanager
+def engine_dies_at(marker: bytes, socket_dir: Path) -> Iterator[str]:
+    """A unix-socket relay to the real engine that drops the connection when a request contains marker:
+    to the client, the engine went away mid-conversation (as when dockerd stops). Yields its DOCKER_HOST."""
+    engine_path = (os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock").removeprefix("unix://")
+    path = socket_dir / "relay.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(8)
+
+    def pipe(src: socket.socket, dst: socket.socket, watch: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if watch and marker in data:
+                    break
+                dst.sendall(data)
+        for end in (src, dst):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                engine = socket.socket(socket.AF_UNIX)
+                engine.connect(engine_path)
+                threading.Thread(target=pipe, args=(client, engine, True), daemon=True).start()
+                threading.Thread(target=pipe, args=(engine, client, False), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"unix://{path}"
+    finally:
+        listener.close()
+
+
+def test_the_engine_going_away_mid_push_says_lost_and_leaves_no_remote_name(
+    docker_client: docker.DockerClient,
+    small_image_as: ImageLine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not (os.environ.get("DOCKER_HOST") or "unix://").startswith("unix://"):
+        pytest.skip("the relay speaks to a local engine's unix socket")
+    registry = f"127.0.0.1:{_free_port()}"
+    with engine_dies_at(b"/push", tmp_path) as relay:
+        monkeypatch.setenv("DOCKER_HOST", relay)
+        with pytest.raises(EngineError) as failure:
+            push_line(small_image_as, "runtime", registry)
+    message = str(failure.value)
+    assert f"lost the Docker engine at {relay} while the push of pytorch-cuda:v0.7" in message, message
+    assert "systemctl status docker" in message
+    assert not {t for t in our_tags(docker_client) if t.startswith(registry)}
