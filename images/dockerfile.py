@@ -30,11 +30,15 @@ TEMPLATE_NAME = "Dockerfile.j2"
 # python3-dev's scripts and docs (46 packages, 310 MB of files in the v2.8 image; `verify run --only compile`
 # proves they work).
 TORCH_COMPILE_PACKAGES = ("g++", "libpython3-dev")
+# What people type in a workspace, over SSH and in JupyterLab's terminal: version control, downloads (VS Code
+# Remote-SSH installs its server with curl or wget, then tar, which the base has), editors, a pager, a
+# terminal multiplexer, a process viewer, archives and file sync. --no-install-recommends keeps it to these.
+WORKSPACE_PACKAGES = ("git", "curl", "wget", "vim", "nano", "less", "tmux", "htop", "unzip", "rsync")
 # apt packages of the deps stage per flavor (services packages live in the template's services block).
 APT_PACKAGES = {
-    "runtime": TORCH_COMPILE_PACKAGES,
+    "runtime": (*TORCH_COMPILE_PACKAGES, *WORKSPACE_PACKAGES),
     # cpp_extension needs a C++ compiler, ninja and Python.h; nvcc itself comes from the CUDA wheels.
-    "devel": (*TORCH_COMPILE_PACKAGES, "build-essential", "ninja-build", "python3-dev"),
+    "devel": (*TORCH_COMPILE_PACKAGES, *WORKSPACE_PACKAGES, "build-essential", "ninja-build", "python3-dev"),
 }
 SERVICES_BEGIN = "# --- services: owned by compose (images/rootfs) ---"
 SERVICES_END = "# --- end services ---"

@@ -119,7 +119,7 @@ def test_services_block_is_delimited_once_in_the_final_stage(matrix: Matrix) -> 
         assert "COPY images/rootfs/ /" in block
         assert "EXPOSE 8888 22" in block
         assert 'ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/entrypoint"]' in block
-        assert 'CMD ["bash"]' in block
+        assert 'CMD ["serve-jupyter"]' in block  # docker run -p 8888:8888 IMAGE is JupyterLab
 
 
 def test_build_only_inputs_stay_in_the_builder_stage(matrix: Matrix) -> None:
