@@ -39,6 +39,12 @@ PARSE = {
     "images": "import sys; from images.cli import build_parser; build_parser()[0].parse_args(sys.argv[1:])",
     "verify": "import sys; from verify.cli import build_parser as b; a = sys.argv[1:]; b(a).parse_args(a)",
 }
+# Launchers of many processes or nodes: what they launch is parsed by its own parser.
+LAUNCHERS = {"srun", "torchrun", "mpirun"}
+VERIFY_COMMANDS = {"run", "list", "fleet", "bench"}
+# Need a cluster: the files they are given are checked (bash -n, YAML), the rest needs the cluster itself.
+CLUSTER = {"sbatch": "a Slurm cluster", "kubectl": "a Kubernetes cluster"}
+YAML_PARSES = "import sys, yaml; [list(yaml.safe_load_all(open(f))) for f in sys.argv[1:]]"
 # Need a Docker engine with the image, a running service or a remote host: run by the engine tests.
 ENGINE_ONLY = {
     "docker compose logs jupyter | grep token=": "tests/engine (compose up, the token in the logs)",
@@ -51,6 +57,7 @@ def readme_commands(text: str) -> list[str]:
     """The commands of every ```bash block: one per line, comments dropped, `a && b` split."""
     commands = []
     for block in BLOCK_RE.findall(text):
+        block = re.sub(r"\\\n\s*", "", block)  # `cmd \` + continuation: one command
         for line in block.splitlines():
             line = COMMENT_RE.sub("", line).strip()
             if line and not line.startswith("#"):
@@ -59,7 +66,7 @@ def readme_commands(text: str) -> list[str]:
 
 
 def how_to_run(command: str) -> tuple[str, str]:
-    """(mode, the shell line to run): run, dry (make -n), parse (+ --help), syntax (bash -n), engine."""
+    """(mode, shell line): run, dry (make -n), parse (+ --help), syntax, manifests, engine, cluster."""
     if command in ENGINE_ONLY:
         return "engine", ""
     words = shlex.split(command)
@@ -67,6 +74,19 @@ def how_to_run(command: str) -> tuple[str, str]:
         words = words[1:]
     head = words[0] if words else ""
     py = shlex.quote(sys.executable)
+    if head in LAUNCHERS:  # `srun ... verify run ...`, `torchrun ... -m verify run ...`
+        start = next(i for i, w in enumerate(words[:-1]) if w == "verify" and words[i + 1] in VERIFY_COMMANDS)
+        return "parse", f"{py} -c {shlex.quote(PARSE['verify'])} {shlex.join(words[start + 1 :])}"
+    if head == "export":
+        return "run", command
+    if head in CLUSTER:
+        files = [w for w in words[1:] if (REPO / w).is_file()]
+        if head == "sbatch":
+            assert files, f"{command!r}: names no script of this repository"
+            return "syntax", f"bash -n {shlex.join(files)}"
+        if files:
+            return "manifests", f"{py} -c {shlex.quote(YAML_PARSES)} {shlex.join(files)}"
+        return "cluster", ""
     if head == "make":
         return "dry", command.replace("make ", "make -n ", 1)
     if head == "cp":
@@ -97,6 +117,8 @@ def test_each_readme_command_runs_as_written(command: str, tmp_path: Path) -> No
     mode, line = how_to_run(command)
     if mode == "engine":
         assert ENGINE_ONLY[command].startswith("tests/engine")
+        return
+    if mode == "cluster":  # e.g. `kubectl logs`: nothing here to check without the cluster
         return
     cwd = REPO
     if mode == "run" and command.startswith("cp "):  # the copy lands in a scratch tree, not in the checkout
