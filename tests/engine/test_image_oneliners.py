@@ -20,6 +20,16 @@ from compose_fixtures import SshKey, free_port, ssh_banner, ssh_exec, wait_for
 
 HF_MOUNT = "/home/pytorch/.cache/huggingface"  # where the README mounts ~/.cache/huggingface
 IMAGE_UID = 1000  # the image's user `pytorch`
+README = Path(__file__).resolve().parents[2] / "README.md"
+# The README's one-liners, which the tests below run (publishing on 127.0.0.1, without --gpus, -it or --rm).
+README_ONE_LINERS = (
+    "docker run -it --gpus all -p 8888:8888 pytorch-cuda:v2.8",
+    "docker run -it --gpus all pytorch-cuda:v2.8 bash",
+    "docker run --rm --gpus all pytorch-cuda:v2.8 verify run",
+    'docker run -d --user 0 -p 127.0.0.1:2222:22 -e SSH_AUTHORIZED_KEYS="$(cat ~/.ssh/id_ed25519.pub)" '
+    "pytorch-cuda:v2.8 serve-ssh",
+    "-v ~/.cache/huggingface:/home/pytorch/.cache/huggingface",
+)
 
 
 def docker(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -68,6 +78,12 @@ def status(url: str) -> int:
         return requests.get(url, timeout=10, allow_redirects=False).status_code
     except requests.ConnectionError:
         return 0
+
+
+def test_the_readme_shows_the_one_liners_these_tests_run() -> None:
+    text = README.read_text(encoding="utf-8")
+    missing = [line for line in README_ONE_LINERS if line not in text]
+    assert not missing, f"README.md no longer shows {missing}; update README_ONE_LINERS and the tests with it"
 
 
 # --- docker run -p 8888:8888 IMAGE: JupyterLab, behind a token printed once ----------------------------
