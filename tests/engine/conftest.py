@@ -3,14 +3,16 @@
 `built_image` builds the REAL v2.8 runtime image from the matrix through images.build (CUDA wheels from
 PyPI) once per session; the compose tests use it too. The build gets an extra CA bundle (this host's
 bundle, which the TLS-inspecting proxy needs, plus a CA made for the tests) and a package index URL with a
-credential in it, so tests/engine/test_layers.py can prove neither reaches any layer of the image. Both are
-kept under build/engine-test/ so that a second local session hits the layer cache; CI starts fresh.
+credential in it, both picked up the way `python -m images build` picks up the host's pip settings
+(PIP_CERT, a pip.conf), so tests/engine/test_layers.py can prove neither reaches any layer of the image.
+Both are kept under build/engine-test/ so that a second local session hits the layer cache; CI starts fresh.
 
 No engine: in CI (env CI set) every engine test fails loudly; elsewhere they skip, saying why.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import shutil
@@ -25,8 +27,9 @@ import docker
 import pytest
 import requests
 
-from images.build import BuildRequest, BuildResult, build_image
+from images.build import BuildRequest, BuildResult, add_parsers, build_image, request_from_cli
 from images.matrix import ImageLine, load_matrix
+from images.pipconfig import HostPipSettings
 
 REPO = Path(__file__).resolve().parents[2]
 STATE_DIR = REPO / "build" / "engine-test"
@@ -118,10 +121,40 @@ def matrix_line() -> ImageLine:
 
 
 @pytest.fixture(scope="session")
-def build_result(docker_client: docker.DockerClient, build_secrets: BuildSecrets) -> BuildResult:
+def build_request(build_secrets: BuildSecrets) -> tuple[BuildRequest, HostPipSettings | None]:
+    """`python -m images build --tag v2.8` on a host whose pip already knows the index and the CA.
+
+    No flag names them: the credentialed index URL comes from a pip.conf named by PIP_CONFIG_FILE and the
+    CA bundle from PIP_CERT, read by the same code as the CLI's, so the layer scan covers secrets picked up
+    from the host. The request equals the one the flags would give, so the deps image is reused.
+    """
+    conf = STATE_DIR / "pip.conf"
+    conf.write_text(f"[global]\nindex-url = {build_secrets.index_url}\nextra-index-url =\n")
+    env = {
+        "PIP_CONFIG_FILE": str(conf),
+        "PIP_CERT": str(build_secrets.ca_bundle),
+        "HOME": str(STATE_DIR),
+        "XDG_CONFIG_DIRS": str(STATE_DIR / "no-xdg"),
+    }
+    parser = argparse.ArgumentParser()
+    add_parsers(parser.add_subparsers())
+    request, host = request_from_cli(parser.parse_args(["build", "--tag", TEST_TAG]), env)
+    expected = (build_secrets.index_url, None, build_secrets.ca_bundle)
+    if (request.index_url, request.extra_index_url, request.extra_ca) != expected:
+        pytest.fail(
+            f"this host's pip configuration changed the test build's index/CA ({host}); fix: look at "
+            "/etc/pip.conf and /etc/xdg/pip/pip.conf ([install] sections beat the test's [global])",
+            pytrace=False,
+        )
+    return request, host
+
+
+@pytest.fixture(scope="session")
+def build_result(
+    docker_client: docker.DockerClient, build_request: tuple[BuildRequest, HostPipSettings | None]
+) -> BuildResult:
     """The real v2.8 runtime image, built once per session through the project's own build code."""
-    request = BuildRequest(tag=TEST_TAG, extra_ca=build_secrets.ca_bundle, index_url=build_secrets.index_url)
-    return build_image(request, client=docker_client.api)
+    return build_image(build_request[0], client=docker_client.api)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,10 @@
 """No build-only secret in the image: walk every layer of `docker save`, the config and the history.
 
 The build was given an extra CA bundle (the host's, with the proxy's private CA, plus a CA made for this test)
-and an index URL with a credential. Public root certificates may legitimately be in the image (Debian's
-ca-certificates); the private CAs' bodies and the credential must not be, in any file of any layer.
+and an index URL with a credential, both picked up from the host's pip settings (PIP_CERT, a pip.conf named
+by PIP_CONFIG_FILE) as `python -m images build` picks them up without flags. Public root certificates may
+legitimately be in the image (Debian's ca-certificates); the private CAs' bodies and the credential must not
+be, in any file of any layer.
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from typing import IO, TYPE_CHECKING
 import docker
 import pytest
 
+from images.pipconfig import describe
+
 if TYPE_CHECKING:
     from conftest import BuildSecrets
+
+    from images.build import BuildRequest
+    from images.pipconfig import HostPipSettings
 
 pytestmark = pytest.mark.slow
 
@@ -94,6 +101,17 @@ def test_no_ca_or_credential_in_any_layer_config_or_history(
     history = json.dumps(docker_client.api.history(built_image)).encode()
     scan(_bytes(history), needles, "docker history", found)
     assert not found, "build-only secrets leaked: " + "; ".join(found)
+
+
+def test_the_build_took_its_index_and_ca_from_the_hosts_pip_settings(
+    build_request: tuple[BuildRequest, HostPipSettings | None], build_secrets: BuildSecrets
+) -> None:
+    """The secrets scanned for came in through pip's settings, and what the build printed masks them."""
+    _request, host = build_request
+    assert host is not None and host.index_url is not None and host.cert is not None
+    assert host.index_url.source.startswith("PIP_CONFIG_FILE=") and host.cert.source == "env PIP_CERT"
+    printed = "\n".join(describe(host))
+    assert build_secrets.credential not in printed and "https://ci-user:****@pypi.org/simple" in printed
 
 
 def test_the_needles_would_be_found(build_secrets: BuildSecrets) -> None:
