@@ -70,9 +70,12 @@ class Browser:
             return f"(no page text: {exc.msg})"
 
     def screenshot(self, name: str) -> Path:
+        """Save the page as ARTIFACTS/<name>.png; a success also drops an earlier run's <name>-failure.png."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
         self.driver.save_screenshot(str(path))
+        if not name.endswith("-failure"):
+            (ARTIFACTS / f"{name}-failure.png").unlink(missing_ok=True)
         return path
 
     def fail(self, name: str, what: str) -> None:
