@@ -10,6 +10,7 @@ not skipped by accident.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -51,6 +52,17 @@ ENGINE_ONLY = {
     "ssh -p 2222 pytorch@127.0.0.1": "tests/engine (the SSH workspace)",
     "docker compose --profile tensorboard up -d tensorboard": "tests/engine (compose profiles)",
 }
+ONE_LINERS_TEST = REPO / "tests/engine/test_image_oneliners.py"
+
+
+def engine_one_liners() -> set[str]:
+    """The `docker run` lines tests/engine/test_image_oneliners.py runs (its README_ONE_LINERS)."""
+    tree = ast.parse(ONE_LINERS_TEST.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        names = [getattr(target, "id", "") for target in getattr(node, "targets", ())]
+        if isinstance(node, ast.Assign) and "README_ONE_LINERS" in names:
+            return set(ast.literal_eval(node.value))
+    return set()
 
 
 def readme_commands(text: str) -> list[str]:
@@ -67,7 +79,7 @@ def readme_commands(text: str) -> list[str]:
 
 def how_to_run(command: str) -> tuple[str, str]:
     """(mode, shell line): run, dry (make -n), parse (+ --help), syntax, manifests, engine, cluster."""
-    if command in ENGINE_ONLY:
+    if command in ENGINE_ONLY or command in engine_one_liners():
         return "engine", ""
     words = shlex.split(command)
     while words and ASSIGNMENT_RE.match(words[0]):  # `VAR=value make up`: the variable stays, make is dry
@@ -115,8 +127,8 @@ def test_the_readme_has_the_quick_start_commands() -> None:
 @pytest.mark.parametrize("command", COMMANDS)
 def test_each_readme_command_runs_as_written(command: str, tmp_path: Path) -> None:
     mode, line = how_to_run(command)
-    if mode == "engine":
-        assert ENGINE_ONLY[command].startswith("tests/engine")
+    if mode == "engine":  # named above, or run by the one-liner engine tests
+        assert command in engine_one_liners() or ENGINE_ONLY[command].startswith("tests/engine")
         return
     if mode == "cluster":  # e.g. `kubectl logs`: nothing here to check without the cluster
         return
