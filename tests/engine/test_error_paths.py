@@ -132,7 +132,13 @@ REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("case", list(REFUSALS))
+# The engine retries a failed upload 5 times with backoff (dockerd's max-upload-attempts): 50 s here.
+SLOW_CASES = {"broken-500"}
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=[pytest.mark.slow] if c in SLOW_CASES else []) for c in REFUSALS]
+)
 def test_a_refusing_registry_names_the_fix_and_leaves_no_remote_name(
     case: str, docker_client: docker.DockerClient, small_image_as: ImageLine
 ) -> None:
