@@ -73,7 +73,7 @@ def test_nccl_check_joins_a_torchrun_job(tmp_path):
     for rank in (0, 1):
         r = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert r["status"] == "skip", r["summary"]
-        assert r["details"]["launch"] == f"joined torchrun job as rank {rank} of 2"
+        assert r["details"]["launch"] == f"torchrun job: rank {rank} of 2, node 0 of 1, 2 ranks per node"
         assert r["figures"]["ranks"] == 2
 
 
