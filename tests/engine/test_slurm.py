@@ -208,6 +208,10 @@ def _reports_kept_and_failure_named(cluster: Cluster, job: int, output: str) -> 
     assert nodes["status"] == "fail" and nodes["details"]["missing_nodes"] == [1], nodes
     fleet = json.loads((reports / "fleet.json").read_text())
     assert [n["node"] for n in fleet["nodes"]] == ["node1"]
+    # The job's own report went to the fleet too: the node that never reported is flagged there.
+    failed = [f for f in fleet["flags"] if f["kind"] == "failed" and f["node"].startswith("job of 2 nodes")]
+    assert fleet["exit_code"] == 1 and failed and "check nodes FAILED" in failed[0]["message"], fleet["flags"]
+    assert "verify: fleet report" in output and "(exit status 1)" in output, output
 
 
 def test_a_node_killed_mid_job_fails_the_job_and_keeps_the_reports(cluster: Cluster) -> None:
