@@ -41,8 +41,15 @@ SMALL_IMAGE = "debian:trixie-slim"
 MISSING_BASE = "pytorch-cuda-test/no-such-base:1"
 
 
-def made_up_line(real: ImageLine, tag: str, base_image: str | None = None) -> ImageLine:
-    return ImageLine(tag=tag, torch=real.torch, python=real.python, base_image=base_image or real.base_image,
+# A Python no real line has: a full tag (2.8.0-cuda12.8-cudnn9-py3.13-runtime) carries no short tag, so a
+# made-up line with the real line's versions would name, and at teardown untag, the real v2.8 image.
+NO_REAL_PYTHON = "0.0"
+
+
+def made_up_line(
+    real: ImageLine, tag: str, base_image: str | None = None, python: str = NO_REAL_PYTHON
+) -> ImageLine:
+    return ImageLine(tag=tag, torch=real.torch, python=python, base_image=base_image or real.base_image,
                      flavors=("runtime",), packages=real.packages, pins=real.pins)  # fmt: skip
 
 
@@ -55,6 +62,7 @@ def small_image_as(docker_client: docker.DockerClient, matrix_line: ImageLine) -
     """A made-up line whose short and full names are on the small image (removed afterwards)."""
     line = made_up_line(matrix_line, "v0.7")
     refs = image_refs(line, "runtime")
+    assert not any(docker_client.images.list(name=ref) for ref in refs), f"{refs} name real images"
     for ref in refs:
         docker_client.images.get(SMALL_IMAGE).tag(ref)
     yield line
@@ -258,7 +266,7 @@ def _line_tree(root: Path, line: ImageLine, lock_from: ImageLine) -> Matrix:
 def test_a_base_image_that_is_nowhere_is_named_with_the_fix_and_nothing_is_left(
     docker_client: docker.DockerClient, matrix_line: ImageLine, tmp_path: Path
 ) -> None:
-    line = made_up_line(matrix_line, "v0.8", base_image=MISSING_BASE)
+    line = made_up_line(matrix_line, "v0.8", base_image=MISSING_BASE, python=matrix_line.python)
     matrix = _line_tree(tmp_path / "repo", line, matrix_line)
     tags_before = our_tags(docker_client)
 
