@@ -160,9 +160,12 @@ def test_make_build_on_a_fresh_clone_sets_up_the_venv_first(tmp_path: Path) -> N
     for name in ("Makefile", "pyproject.toml", "scripts/setup_venv.sh"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, tmp_path / name)
+    # As a user types it: not a sub-make of `make test` (which would print make[1]: lines).
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     dry = subprocess.run(
-        ["make", "-n", "build", "TAG=v2.8"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+        ["make", "-n", "build", "TAG=v2.8"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
     setup = lines.index("scripts/setup_venv.sh .venv")
@@ -172,12 +175,15 @@ def test_make_build_on_a_fresh_clone_sets_up_the_venv_first(tmp_path: Path) -> N
     # With the venv set up (its stamp newer than pyproject.toml), the build goes straight on.
     (tmp_path / ".venv").mkdir()
     (tmp_path / ".venv" / ".pytorch-cuda-tools").touch()
-    again = subprocess.run(["make", "-n", "build"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    again = subprocess.run(
+        ["make", "-n", "build"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
     assert "setup_venv" not in again.stdout
     # PYTHON=... (CI's workflows) uses that Python as it is: no venv is made.
     given = subprocess.run(
-        ["make", "-n", "build", "PYTHON=python"], cwd=tmp_path, capture_output=True, text=True, check=False
-    )
+        ["make", "-n", "build", "PYTHON=python"], cwd=tmp_path, env=env, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
     assert given.stdout.splitlines() == ["python -m images build --tag v2.8 --flavor runtime  "]
 
 
