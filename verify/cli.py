@@ -39,7 +39,7 @@ examples:
   verify run --json out/report.json --junit out/junit.xml
   verify run --manifest ./manifest.json    # compare versions with this image manifest
   srun -N2 --ntasks-per-node 8 verify run --report-dir reports/   # one job over 2 nodes (Slurm)
-  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+  torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
       -m verify run --report-dir reports/  # the same under torchrun, on every node
   verify list                              # the checks, one line each
   verify bench bert --help                 # the BERT training benchmark and its options
@@ -188,7 +188,10 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="verify",
-        description="Check a PyTorch + CUDA stack on this host: versions, driver, GPUs, NCCL, AMP, BERT.",
+        description=(
+            "Check a PyTorch + CUDA stack on this host: versions, driver, host, GPUs, NCCL, AMP, BERT, "
+            "torch.compile."
+        ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
