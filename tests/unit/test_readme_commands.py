@@ -160,8 +160,11 @@ def test_make_build_on_a_fresh_clone_sets_up_the_venv_first(tmp_path: Path) -> N
     for name in ("Makefile", "pyproject.toml", "scripts/setup_venv.sh"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, tmp_path / name)
-    # As a user types it: not a sub-make of `make test` (which would print make[1]: lines).
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    # As a user types it: not a sub-make of `make test` (which would print make[1]: lines), and none of the
+    # Makefile's variables from this environment (CI exports CA_BUNDLE, for one).
+    makefile_vars = ("CA_BUNDLE", "BUILD_ARGS", "TAG", "FLAVOR", "VENV", "PYTHON", "GPUS", "REGISTRY")
+    drop = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", *makefile_vars)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     dry = subprocess.run(
         ["make", "-n", "build", "TAG=v2.8"], cwd=tmp_path, env=env, capture_output=True, text=True,
         check=False,
