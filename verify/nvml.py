@@ -119,3 +119,12 @@ def process_name(nvml: Any, pid: int) -> str | None:
         return text(nvml.nvmlSystemGetProcessName(pid)) or None
     except nvml.NVMLError:
         return None
+
+
+def mig_handles(nv: Any, handle: Any, slots: int) -> Iterator[tuple[int, Any]]:
+    """(slot, handle) of each MIG device in a GPU's first `slots` slots, skipping empty ones (NOT_FOUND)."""
+    for slot in range(slots):
+        try:
+            yield slot, nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+        except nv.NVMLError:
+            continue

@@ -519,11 +519,7 @@ def _mig_devices(nv: Any, handle: Any) -> tuple[MigDevice, ...]:
     except nv.NVMLError:
         return ()
     out = []
-    for slot in range(slots):
-        try:
-            mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
-        except nv.NVMLError:  # NOT_FOUND: no MIG device in this slot
-            continue
+    for _slot, mig in nvml.mig_handles(nv, handle, slots):
         ids: list[int | None] = []
         for function in ("nvmlDeviceGetGpuInstanceId", "nvmlDeviceGetComputeInstanceId"):
             try:

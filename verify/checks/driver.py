@@ -125,11 +125,7 @@ def _mig_devices(q: nvml.Probe, nv: Any, handle: Any) -> list[dict[str, Any]]:
     """The MIG devices on a GPU in MIG mode: what CUDA sees instead of the GPU itself."""
     slots = q("mig_device_slots", "nvmlDeviceGetMaxMigDeviceCount", handle)
     devices = []
-    for slot in range(slots if isinstance(slots, int) else 0):
-        try:
-            mig = nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
-        except nv.NVMLError:  # no MIG device in this slot
-            continue
+    for slot, mig in nvml.mig_handles(nv, handle, slots if isinstance(slots, int) else 0):
         mem = q(f"mig{slot}.memory", "nvmlDeviceGetMemoryInfo", mig)
         devices.append(
             {
