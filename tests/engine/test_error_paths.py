@@ -25,6 +25,7 @@ from pathlib import Path
 import docker
 import pytest
 import requests
+from compose_fixtures import free_port
 
 from images import dockerfile as df
 from images.build import BuildError, BuildRequest, build_image
@@ -98,18 +99,12 @@ def answering(status: int, headers: dict[str, str]) -> Iterator[str]:
         server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def read_only_registry(root: Path) -> Iterator[str]:
     """Debian's docker-registry in maintenance read-only mode: pulls work, pushes are refused (405)."""
     if not REGISTRY_BINARY.exists():
         pytest.fail(f"{REGISTRY_BINARY} not installed; fix: apt-get install docker-registry", pytrace=False)
-    port = _free_port()
+    port = free_port()
     config = root / "readonly.yml"
     config.write_text(
         "version: 0.1\nlog: {level: warn}\n"
@@ -169,7 +164,7 @@ def test_a_read_only_registry_says_it_takes_no_pushes(
 def test_a_registry_nobody_runs_is_named_unreachable(
     docker_client: docker.DockerClient, small_image_as: ImageLine
 ) -> None:
-    registry = f"127.0.0.1:{_free_port()}"
+    registry = f"127.0.0.1:{free_port()}"
     with pytest.raises(PushError) as failure:
         push_line(small_image_as, "runtime", registry, client=docker_client.api)
     assert "connection refused" in str(failure.value) and "cannot reach that registry" in str(failure.value)
@@ -327,7 +322,7 @@ def test_the_engine_going_away_mid_push_says_lost_and_leaves_no_remote_name(
 ) -> None:
     if not (os.environ.get("DOCKER_HOST") or "unix://").startswith("unix://"):
         pytest.skip("the relay speaks to a local engine's unix socket")
-    registry = f"127.0.0.1:{_free_port()}"
+    registry = f"127.0.0.1:{free_port()}"
     with engine_dies_at(b"/push", tmp_path) as relay:
         monkeypatch.setenv("DOCKER_HOST", relay)
         with pytest.raises(EngineError) as failure:
