@@ -53,18 +53,23 @@ def test_gpu_setting_is_gpu_bound_estimated_and_compared():
         assert why
 
 
-def test_bert_check_takes_a_smaller_batch_beside_a_memory_holder():
-    # The fault: something else holds all but ~12 GiB of the GPU. bert-base batch 256 needs ~26 GiB.
+def bert_check_with_only_free(gib: float):
+    """The bert check while this process holds all of the GPU's memory but `gib` GiB (a memory holder)."""
     gc.collect()
     torch.cuda.empty_cache()  # earlier tests' cached blocks would come back as free once the check empties it
     free, _total = torch.cuda.mem_get_info()
-    hold = torch.empty(int(free - 12 * GIB), dtype=torch.uint8, device="cuda")
+    hold = torch.empty(int(free - gib * GIB), dtype=torch.uint8, device="cuda")
     try:
-        r = bert.run(Context(quick=True))
+        return bert.run(Context(quick=True))
     finally:
         del hold
         gc.collect()
         torch.cuda.empty_cache()
+
+
+def test_bert_check_takes_a_smaller_batch_beside_a_memory_holder():
+    # The fault: something else holds all but ~12 GiB of the GPU. bert-base batch 256 needs ~26 GiB.
+    r = bert_check_with_only_free(12)
     assert r.status == Status.PASS, r.summary
     assert r.figures["batch"] < bert.GPU_SETTING["batch"]
     assert "is free" in r.summary and "not compared with the reference" in r.summary
@@ -72,16 +77,7 @@ def test_bert_check_takes_a_smaller_batch_beside_a_memory_holder():
 
 
 def test_bert_check_warns_by_name_when_nothing_fits():
-    gc.collect()
-    torch.cuda.empty_cache()
-    free, _total = torch.cuda.mem_get_info()
-    hold = torch.empty(int(free - 1 * GIB), dtype=torch.uint8, device="cuda")
-    try:
-        r = bert.run(Context(quick=True))
-    finally:
-        del hold
-        gc.collect()
-        torch.cuda.empty_cache()
+    r = bert_check_with_only_free(1)
     assert r.status == Status.WARN
     assert r.summary.startswith("not measured: ") and "does not fit" in r.summary
     assert "is free" in r.summary and "CUDA_VISIBLE_DEVICES" in r.summary
