@@ -2,7 +2,7 @@
 
 The cluster (tests/engine/slurm/) runs where cgroups and systemd are not available: proctrack/linuxproc,
 task/none, CgroupPlugin=disabled. The node image is the real pytorch-cuda image plus Slurm, and the job runs
-the working tree's verify (mounted read-only at /src, first on PYTHONPATH) with the image's venv, through the
+the working tree's verify (a copy mounted read-only at /src, first on PYTHONPATH) with the image's venv, through the
 script's VERIFY_VENV switch, on CPU (gloo). Faults are made for real: a node container is killed mid-job, and
 a rank stops itself with SIGSTOP (tests/engine/slurm/hooks/sitecustomize.py).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -132,6 +133,12 @@ def cluster(slurm_image: str, docker_client: docker.DockerClient, tmp_path: Path
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o1777)  # the job runs as uid 1000 and writes here
+    # What the job reads of the working tree, copied to a folder uid 1000 may enter: the checkout itself can
+    # be private to its owner (a clone into `mktemp -d` is mode 700), and a bind mount keeps that mode.
+    src = tmp_path / "src"
+    for part in ("verify", "deploy", "tests/engine/slurm"):
+        shutil.copytree(REPO / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["chmod", "-R", "a+rX", str(src)], check=True)
     network = docker_client.networks.create(prefix)
     containers: dict[str, docker.models.containers.Container] = {}
     cluster = Cluster(docker_client, prefix, shared, containers)
@@ -146,7 +153,7 @@ def cluster(slurm_image: str, docker_client: docker.DockerClient, tmp_path: Path
                 volumes={
                     str(secret): {"bind": "/slurm-test", "mode": "ro"},
                     str(shared): {"bind": "/shared", "mode": "rw"},
-                    str(REPO): {"bind": "/src", "mode": "ro"},
+                    str(src): {"bind": "/src", "mode": "ro"},
                 },
                 shm_size="512m",
                 detach=True,
