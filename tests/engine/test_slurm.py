@@ -3,8 +3,8 @@
 The cluster (tests/engine/slurm/) runs where cgroups and systemd are not available: proctrack/linuxproc,
 task/none, CgroupPlugin=disabled. The node image is the real pytorch-cuda image plus Slurm, and the job
 runs the working tree's verify (a copy mounted read-only at /src, first on PYTHONPATH) with the image's venv,
-through the script's VERIFY_VENV switch, on CPU (gloo). Faults are made for real: a node container is killed mid-job, and
-a rank stops itself with SIGSTOP (tests/engine/slurm/hooks/sitecustomize.py).
+through the script's VERIFY_VENV switch, on CPU (gloo). Faults are made for real: a node container is
+killed mid-job, and a rank stops itself with SIGSTOP (tests/engine/slurm/hooks/sitecustomize.py).
 """
 
 from __future__ import annotations
