@@ -22,6 +22,7 @@ workers' process groups.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -275,6 +276,44 @@ class LaunchOutcome:
     wall_s: float
 
 
+def start_rank(
+    cfg: CollectiveConfig, env_updates: dict[str, str], folder: Path, name: str
+) -> subprocess.Popen:
+    """Start one worker (`python -m verify.distributed`) in its own process group, so that a deadline can
+    kill it with whatever it started. Its result goes to folder/<name>.json, its output to folder/<name>.err.
+    TORCHELASTIC_USE_AGENT_STORE is dropped: the worker's own rank 0 hosts its rendezvous, not torchrun's
+    agent (set when the caller is itself a torchrun worker)."""
+    pkg_root = str(Path(__file__).resolve().parent.parent)
+    env = {k: v for k, v in os.environ.items() if k != "TORCHELASTIC_USE_AGENT_STORE"}
+    env.update(env_updates)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
+    result = str(folder / f"{name}.json")
+    command = [sys.executable, "-m", "verify.distributed", json.dumps(asdict(cfg)), result]
+    with (folder / f"{name}.err").open("wb") as log:
+        return subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a worker's whole process group (a hung NCCL or gloo call ignores gentler signals)."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def read_rank(folder: Path, name: str) -> tuple[RankResult | None, str]:
+    """A finished worker's result (None when it wrote none) and the tail of its output."""
+    path = folder / f"{name}.json"
+    result = RankResult(**json.loads(path.read_text())) if path.exists() else None
+    return result, (folder / f"{name}.err").read_text(errors="replace")[-2000:]
+
+
 def launch_local(
     cfg: CollectiveConfig, nprocs: int, timeout_s: float, start_ranks: list[int] | None = None
 ) -> LaunchOutcome:
@@ -285,57 +324,34 @@ def launch_local(
     """
     ranks = list(range(nprocs)) if start_ranks is None else start_ranks
     port = free_port()
-    pkg_root = str(Path(__file__).resolve().parent.parent)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="verify-nccl-") as tmp:
         tmpdir = Path(tmp)
         procs: dict[int, subprocess.Popen] = {}
-        logs: dict[int, Any] = {}
         for r in ranks:
-            env = dict(os.environ)
-            env.update(
-                RANK=str(r),
-                WORLD_SIZE=str(nprocs),
-                LOCAL_RANK=str(r),
-                LOCAL_WORLD_SIZE=str(nprocs),
-                MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(port),
-                PYTHONPATH=os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p),
-            )
-            logs[r] = (tmpdir / f"rank{r}.err").open("wb")
-            procs[r] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "verify.distributed",
-                    json.dumps(asdict(cfg)),
-                    str(tmpdir / f"rank{r}.json"),
-                ],
-                env=env,
-                stdout=logs[r],
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            env = {
+                "RANK": str(r),
+                "WORLD_SIZE": str(nprocs),
+                "LOCAL_RANK": str(r),
+                "LOCAL_WORLD_SIZE": str(nprocs),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            }
+            procs[r] = start_rank(cfg, env, tmpdir, f"rank{r}")
         deadline = t0 + timeout_s
         timed_out = False
         while any(p.poll() is None for p in procs.values()):
             if time.monotonic() > deadline:
                 timed_out = True
                 for p in procs.values():
-                    if p.poll() is None:
-                        os.killpg(p.pid, signal.SIGKILL)
-                for p in procs.values():
-                    p.wait()
+                    kill_group(p)
                 break
             time.sleep(0.05)
-        for f in logs.values():
-            f.close()
-        results = []
+        results, tails = [], {}
         for r in ranks:
-            path = tmpdir / f"rank{r}.json"
-            if path.exists():
-                results.append(RankResult(**json.loads(path.read_text())))
-        tails = {r: (tmpdir / f"rank{r}.err").read_text(errors="replace")[-2000:] for r in ranks}
+            result, tails[r] = read_rank(tmpdir, f"rank{r}")
+            if result is not None:
+                results.append(result)
     return LaunchOutcome(
         results=results,
         timed_out=timed_out,
