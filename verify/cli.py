@@ -44,6 +44,7 @@ examples:
   verify list                              # the checks, one line each
   verify bench bert --help                 # the BERT training benchmark and its options
   verify fleet reports/ --html fleet.html  # merge node reports, flag failed/slow/mismatched nodes
+  srun -N16 --ntasks-per-node 1 verify sweep   # which node or link makes the all-reduce slow or hang
 
 exit codes: 0 all passed (SKIP and WARN allowed), 1 a check failed, 2 usage error, 130 interrupted
 """
@@ -185,6 +186,85 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     fleet.set_defaults(func=cmd_fleet)
 
 
+def _size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number, unit = text.strip().upper().removesuffix("IB").removesuffix("B"), ""
+    if number[-1:] in units:
+        number, unit = number[:-1], number[-1]
+    if not number.isdigit() or int(number) * units[unit] < 4 or int(number) * units[unit] % 4:
+        raise argparse.ArgumentTypeError(
+            f"expected a buffer size in bytes, a multiple of 4 (e.g. 4M, 256MiB, 1G), got {text!r}"
+        )
+    return int(number) * units[unit]
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    from verify.sweep import DEFAULT_SCALE_TOLERANCE_PCT, DEFAULT_TOLERANCE_PCT
+    from verify.sweeprun import DEFAULT_SIZE, DEFAULT_TRIAL_TIMEOUT_S
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="find the node or link behind a slow or hung all-reduce (multi-node job)",
+        description=(
+            "Run as one rank of a multi-node job, started like `verify run` (srun, or torchrun on every "
+            "node). Times all-reduces over groups of nodes in a few rounds: all nodes, disjoint pairs, each "
+            "node of a slow pair with good partners, then halves of a slow group (bisection). Names the slow "
+            "or hung node, the slow link between two nodes, or the cut between two halves. Exit 0 nothing "
+            "found, 1 a node or link named, 2 usage error. Rank 0 prints the verdict, writes the JSON report."
+        ),
+    )
+    sweep.add_argument(
+        "--backend",
+        choices=["auto", "nccl", "gloo"],
+        default="auto",
+        help="nccl where this node has a GPU (auto), else gloo on the CPU",
+    )
+    sweep.add_argument(
+        "--size",
+        type=_size,
+        metavar="BYTES",
+        help="buffer per all-reduce, e.g. 64M (default: "
+        + ", ".join(f"{k} {v >> 20}M" for k, v in DEFAULT_SIZE.items())
+        + ")",
+    )
+    sweep.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TRIAL_TIMEOUT_S,
+        metavar="S",
+        help="a trial still running after S seconds hangs and is killed "
+        f"(default {DEFAULT_TRIAL_TIMEOUT_S:g})",
+    )
+    sweep.add_argument(
+        "--tolerance",
+        type=_percent,
+        default=DEFAULT_TOLERANCE_PCT,
+        metavar="PCT",
+        help="a pair this many percent below the pairs' reference (their 75th percentile busbw) is slow "
+        f"(default {DEFAULT_TOLERANCE_PCT:g})",
+    )
+    sweep.add_argument(
+        "--scale-tolerance",
+        type=_percent,
+        metavar="PCT",
+        help="the same for groups of 3 or more nodes, whose busbw a ring over many nodes lowers (default: "
+        f"{DEFAULT_SCALE_TOLERANCE_PCT:g} on nccl; on gloo only a group that fails or hangs is slow, as the "
+        "CPU and not the network bounds gloo over many nodes)",
+    )
+    sweep.add_argument(
+        "--min-busbw",
+        type=float,
+        default=0.0,
+        metavar="GBPS",
+        help="any group below this busbw (GB/s) is slow too: the floor for fleets too small for a "
+        "reference, or a figure your fabric must reach",
+    )
+    sweep.add_argument(
+        "--json", type=Path, default=Path("verify-sweep.json"), metavar="FILE", help="rank 0's JSON report"
+    )
+    sweep.set_defaults(func=cmd_sweep)
+
+
 def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="verify",
@@ -198,6 +278,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {rep.tool_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    _add_sweep(sub)
     sub.add_parser("list", help="list the checks, one line each").set_defaults(func=cmd_list)
     _add_fleet(sub)
     _add_bench(sub, load=bool(argv) and argv[0] == "bench")
@@ -309,6 +390,61 @@ def cmd_fleet(args: argparse.Namespace, _modules: Sequence[str]) -> int:
         write_html(fleet, html_path)
         print(f"fleet HTML: {html_path.resolve()}")
     return fleet.exit_code
+
+
+def cmd_sweep(args: argparse.Namespace, _modules: Sequence[str]) -> int:
+    topo = job_topology(os.environ)
+    if topo is None or topo.nnodes < 2:
+        raise UsageError(
+            "verify sweep times all-reduces between nodes, so it runs as one rank of a job over 2 or more "
+            "nodes; fix: start it as `verify run` is started in a job, e.g. `srun -N4 --ntasks-per-node 1 "
+            "verify sweep` or `torchrun --nnodes 4 --nproc-per-node 1 ... -m verify sweep` on every node"
+        )
+    json_path = ensure_writable(args.json, "--json") if topo.is_leader else args.json
+    from verify import sweeprun  # imports torch: only in a job
+
+    backend = args.backend
+    if backend == "auto":
+        import torch
+
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    opts = sweeprun.SweepOptions(
+        backend=backend,
+        size_bytes=args.size or sweeprun.DEFAULT_SIZE[backend],
+        trial_timeout_s=args.timeout,
+        tolerance_pct=args.tolerance,
+        scale_tolerance_pct=args.scale_tolerance
+        if args.scale_tolerance is not None
+        else sweeprun.default_scale_tolerance(backend),
+        min_busbw_GBps=args.min_busbw,
+    )
+    started_at = dt.datetime.now(dt.UTC)
+    start = time.monotonic()
+    try:
+        outcome = sweeprun.run_sweep(topo, opts, lambda line: print(line, flush=True))
+    except sweeprun.StoreUnreachable as exc:
+        print(f"verify sweep: FAIL: {exc}", file=sys.stderr)
+        return rep.EXIT_FAILED
+    if outcome.sweep is None:
+        return outcome.exit_code
+    sweep = outcome.sweep
+    report = {
+        "schema": "verify-sweep/1",
+        "tool_version": rep.tool_version(),
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - start, 1),
+        "backend": opts.backend,
+        "size_bytes": opts.size_bytes,
+        "trial_timeout_s": opts.trial_timeout_s,
+        "job": rep.job_section(topo, role="sweep"),
+        "sweep": sweep.to_dict(),
+        "exit_code": outcome.exit_code,
+    }
+    rep.write_json(report, json_path)
+    word = "FOUND" if outcome.exit_code else "OK"
+    print(f"verify sweep: {word}: {sweep.verdict()}", flush=True)
+    print(f"JSON report: {json_path.resolve()}", flush=True)
+    return outcome.exit_code
 
 
 def cmd_bench(args: argparse.Namespace, _modules: Sequence[str]) -> int:

@@ -42,7 +42,7 @@ PARSE = {
 }
 # Launchers of many processes or nodes: what they launch is parsed by its own parser.
 LAUNCHERS = {"srun", "torchrun", "mpirun"}
-VERIFY_COMMANDS = {"run", "list", "fleet", "bench"}
+VERIFY_COMMANDS = {"run", "list", "fleet", "bench", "sweep"}
 # Need a cluster: the files they are given are checked (bash -n, YAML), the rest needs the cluster itself.
 CLUSTER = {"sbatch": "a Slurm cluster", "kubectl": "a Kubernetes cluster"}
 YAML_PARSES = "import sys, yaml; [list(yaml.safe_load_all(open(f))) for f in sys.argv[1:]]"
