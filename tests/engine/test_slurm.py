@@ -189,7 +189,10 @@ def results(report: Path) -> dict[str, dict]:
 
 
 def test_sbatch_runs_verify_on_two_nodes_and_writes_the_fleet_report(cluster: Cluster) -> None:
-    job = cluster.submit(*CPU_ARGS, env=job_env(VERIFY_ARGS="--only env,nccl --quick"))
+    env = job_env(
+        VERIFY_ARGS="--only env,nccl --quick", VERIFY_SWEEP="always", VERIFY_SWEEP_ARGS="--timeout 20"
+    )
+    job = cluster.submit(*CPU_ARGS, env=env)
     state = cluster.wait_job(job, timeout=150)
     output = cluster.output(job)
     assert state["JobState"] == "COMPLETED", f"{state['JobState']} {state['ExitCode']}\n{output}"
@@ -203,6 +206,12 @@ def test_sbatch_runs_verify_on_two_nodes_and_writes_the_fleet_report(cluster: Cl
     fleet = json.loads((reports / "fleet.json").read_text())
     assert sorted(n["node"] for n in fleet["nodes"]) == list(NODES)
     assert fleet["exit_code"] == 0 and (reports / "fleet.html").is_file()
+    # VERIFY_SWEEP=always: the sweep ran after the clean job, one task per node; 2 nodes: one pair
+    sweep = json.loads((reports / "sweep.json").read_text())
+    assert sweep["exit_code"] == 0 and sweep["sweep"]["findings"] == [], sweep["sweep"]
+    assert [t["nodes"] for t in sweep["sweep"]["trials"]] == [[0, 1]], sweep["sweep"]
+    assert sweep["sweep"]["nodes"] == {"0": "node1", "1": "node2"}
+    assert "the sweep step ended with exit status 0" in output, output
 
 
 def _reports_kept_and_failure_named(cluster: Cluster, job: int, output: str) -> None:
@@ -240,7 +249,9 @@ def test_a_node_killed_mid_job_fails_the_job_and_keeps_the_reports(cluster: Clus
 
 
 def test_a_hung_rank_fails_the_job_within_its_timeout(cluster: Cluster) -> None:
-    env = job_env(VERIFY_ARGS=FAULT_ARGS, SLURM_TEST_STOP_RANK="1", VERIFY_WAIT_S="15")
+    env = job_env(
+        VERIFY_ARGS=FAULT_ARGS, SLURM_TEST_STOP_RANK="1", VERIFY_WAIT_S="15", VERIFY_SWEEP_ARGS="--timeout 10"
+    )
     started = time.monotonic()
     job = cluster.submit(*CPU_ARGS, env=env)
     state = cluster.wait_job(job, timeout=150)
@@ -249,4 +260,9 @@ def test_a_hung_rank_fails_the_job_within_its_timeout(cluster: Cluster) -> None:
     # Slurm, not the job's time limit, ended the stopped rank: --wait after rank 0 was done.
     assert "DUE TO TIME LIMIT" not in output, output
     _reports_kept_and_failure_named(cluster, job, output)
+    # VERIFY_SWEEP=auto: the failed job got the sweep, whose task on node 2 stops itself too (the same hook)
+    sweep = json.loads((cluster.reports(job) / "sweep.json").read_text())
+    found = sweep["sweep"]["findings"]
+    assert [(f["kind"], f["nodes"]) for f in found] == [("node", [1])], sweep["sweep"]
+    assert found[0]["summary"].startswith("node 1 stopped answering: never joined the sweep"), found
     print(f"job {job} ended FAILED after {time.monotonic() - started:.0f} s")

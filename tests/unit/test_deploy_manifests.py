@@ -179,3 +179,7 @@ def test_sbatch_script_outside_slurm_or_without_a_runtime_says_what_to_set(tmp_p
     env["VERIFY_VENV"] = str(tmp_path / "no-venv")
     proc = subprocess.run(["bash", str(SBATCH)], capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 2 and "has no bin/verify; fix: " in proc.stderr, proc.stderr
+    env["VERIFY_SWEEP"] = "sometimes"
+    proc = subprocess.run(["bash", str(SBATCH)], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "VERIFY_SWEEP=sometimes is not auto, always or never; fix: " in proc.stderr, proc.stderr
