@@ -158,6 +158,12 @@ def _percent(text: str) -> float:
     return value
 
 
+def _node_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of nodes, 1 or more, got {text!r}")
+    return int(text)
+
+
 def _add_fleet(sub: argparse._SubParsersAction) -> None:
     from verify.fleet import DEFAULT_TOLERANCE_PCT
 
@@ -182,6 +188,13 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
         metavar="PCT",
         help="flag a node this many percent below its GPU model's median "
         f"(default {DEFAULT_TOLERANCE_PCT:g})",
+    )
+    fleet.add_argument(
+        "--expect",
+        type=_node_count,
+        metavar="N",
+        help="the number of nodes the job had: fewer reports (a node that died before writing one) or more "
+        "(other runs' reports mixed in) is flagged",
     )
     fleet.set_defaults(func=cmd_fleet)
 
@@ -379,7 +392,7 @@ def cmd_fleet(args: argparse.Namespace, _modules: Sequence[str]) -> int:
     json_path = ensure_writable(args.json, "--json") if args.json else None
     html_path = ensure_writable(args.html, "--html") if args.html else None
     try:
-        fleet = fl.merge(args.reports, args.tolerance)
+        fleet = fl.merge(args.reports, args.tolerance, args.expect)
     except fl.FleetInputError as exc:
         raise UsageError(str(exc)) from None
     print(fl.render_text(fleet))

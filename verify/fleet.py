@@ -75,7 +75,7 @@ class NodeFacts:
 @dataclass(frozen=True)
 class Flag:
     node: str | None  # None: a fleet-wide flag (mixed versions)
-    kind: str  # "failed", "slow", "mixed_versions", "interrupted"
+    kind: str  # "failed", "slow", "mixed_versions", "interrupted", "node_count"
     message: str
     figure: str | None = None
     value: float | None = None
@@ -520,8 +520,30 @@ def split_jobs(loaded: list[LoadedReport]) -> tuple[list[LoadedReport], list[Loa
     return (nodes, jobs) if nodes else (jobs, [])
 
 
-def merge(paths: Sequence[Path], tolerance_pct: float = DEFAULT_TOLERANCE_PCT) -> Fleet:
-    """load + facts + judge: the whole of `verify fleet` without the output."""
+def count_flag(reported: int, expected: int | None) -> Flag | None:
+    """A fleet-wide flag when the reports do not cover the nodes the job had: a node that died or hung before
+    writing its report is otherwise simply absent from a fleet of healthy-looking nodes."""
+    if expected is None or reported == expected:
+        return None
+    if reported < expected:
+        return Flag(
+            None,
+            "node_count",
+            f"{expected} nodes expected, {reported} reported: {expected - reported} node(s) sent no report "
+            "(died, hung or never started); fix: see the job's output for the missing node, rerun there",
+        )
+    return Flag(
+        None,
+        "node_count",
+        f"{expected} nodes expected, {reported} reported: reports of other runs are mixed in; fix: give "
+        "`verify fleet` one run's reports (a report folder per job)",
+    )
+
+
+def merge(
+    paths: Sequence[Path], tolerance_pct: float = DEFAULT_TOLERANCE_PCT, expect: int | None = None
+) -> Fleet:
+    """load + facts + judge: the whole of `verify fleet` without the output. expect: the job's node count."""
     loaded, skipped = load_reports(paths)
     node_reports, job_reports = split_jobs(loaded)
     nodes = [node_facts(r) for r in node_reports]
@@ -534,7 +556,11 @@ def merge(paths: Sequence[Path], tolerance_pct: float = DEFAULT_TOLERANCE_PCT) -
         )
     skipped = skipped + unique_names(nodes)
     nodes.sort(key=lambda n: n.node)
-    return judge(nodes, tolerance_pct, skipped, jobs)
+    fleet = judge(nodes, tolerance_pct, skipped, jobs)
+    flag = count_flag(len(nodes), expect)
+    if flag:
+        fleet.flags.insert(0, flag)
+    return fleet
 
 
 # ---------------------------------------------------------------- text output

@@ -227,6 +227,11 @@ def _reports_kept_and_failure_named(cluster: Cluster, job: int, output: str) -> 
     # The job's own report went to the fleet too: the node that never reported is flagged there.
     failed = [f for f in fleet["flags"] if f["kind"] == "failed" and f["node"].startswith("job of 2 nodes")]
     assert fleet["exit_code"] == 1 and failed and "check nodes FAILED" in failed[0]["message"], fleet["flags"]
+    # --expect from SLURM_JOB_NUM_NODES: the missing node is flagged by count too
+    count = [f["message"] for f in fleet["flags"] if f["kind"] == "node_count"]
+    assert len(count) == 1 and count[0].startswith(
+        "2 nodes expected, 1 reported: 1 node(s) sent no report"
+    ), count
     assert "verify: fleet report" in output and "(exit status 1)" in output, output
 
 

@@ -126,6 +126,17 @@ def test_mixed_torch_is_flagged(tmp_path: Path) -> None:
     assert "FLAG mixed_versions: mixed torch versions across the fleet" in proc.stdout
 
 
+def test_a_node_that_sent_no_report_is_flagged_with_expect(tmp_path: Path) -> None:
+    fs.healthy_fleet(tmp_path, 3)
+    proc, _ = fleet(tmp_path, "--expect", "4")
+    assert proc.returncode == 1, proc.stdout
+    assert "FLAG node_count: 4 nodes expected, 3 reported: 1 node(s) sent no report" in proc.stdout, (
+        proc.stdout
+    )
+    proc, _ = fleet(tmp_path, "--expect", "3")
+    assert proc.returncode == 0, proc.stdout
+
+
 def test_h200_and_h100_are_judged_apart(tmp_path: Path) -> None:
     for i in range(4):
         fs.write(fs.gpu_node(f"h200-{i}"), tmp_path / "h200" / f"{i}.json")
@@ -167,7 +178,13 @@ def test_bad_input_exits_2_and_names_it(tmp_path: Path, make, expect: str) -> No
 
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     fs.healthy_fleet(tmp_path / "r", 2)
-    for args in ([], ["--tolerance", "-3", tmp_path / "r"], ["--html", tmp_path, tmp_path / "r"]):
+    bad = (
+        [],
+        ["--tolerance", "-3", tmp_path / "r"],
+        ["--html", tmp_path, tmp_path / "r"],
+        ["--expect", "0", tmp_path],
+    )
+    for args in bad:
         proc, _ = fleet(*args)
         assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert_no_traceback(proc)

@@ -253,3 +253,16 @@ def test_only_job_reports_are_the_nodes(tmp_path: Path) -> None:
         fs.write(fs.gpu_node(name) | {"job": job_section("job", 0, nnodes=1)}, tmp_path / f"{name}.json")
     fleet = fl.merge([tmp_path])
     assert [n.node for n in fleet.nodes] == ["a", "b"] and fleet.jobs == [] and fleet.flags == []
+
+
+def test_expect_flags_a_node_that_sent_no_report_and_reports_of_other_runs(tmp_path: Path) -> None:
+    for name in ("n0", "n1", "n2"):
+        fs.write(fs.gpu_node(name), tmp_path / f"{name}.json")
+    assert fl.merge([tmp_path], expect=3).flags == []
+    short = fl.merge([tmp_path], expect=4)
+    assert short.exit_code == 1
+    (flag,) = short.flags
+    assert flag.kind == "node_count" and flag.node is None
+    assert flag.message.startswith("4 nodes expected, 3 reported: 1 node(s) sent no report"), flag.message
+    (extra,) = fl.merge([tmp_path], expect=2).flags
+    assert "reports of other runs are mixed in" in extra.message
