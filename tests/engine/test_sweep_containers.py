@@ -6,7 +6,9 @@ Each container has its own network stack; `tc` run in a container's network name
 what goes to one other node (a slow link: a bad cable between two switches' ports). The nodes run the
 working tree's verify (a copy mounted read-only at /src, first on PYTHONPATH) with the image's venv, as
 `srun` starts its tasks: SLURM_* variables, no torchrun. The limit (40 Mbit/s) is ~100x below what two
-healthy containers reach here, so --tolerance 70 judges it without flagging the noise of 2 shared cores.
+healthy containers reach here, so --tolerance 90 (slow: under a tenth of the reference) judges it without
+flagging the noise of 2 shared cores (a healthy pair once measured 0.10 GB/s against a 0.42 reference, a
+false link at --tolerance 70, while other work ran on the machine).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 NODES = 4
 RATE = "40mbit"
 LIMIT = f"rate {RATE} burst 32kbit latency 400ms"  # a token bucket on all that eth0 sends
-SWEEP_ARGS = ["--size", "1M", "--timeout", "30", "--tolerance", "70"]
+SWEEP_ARGS = ["--size", "1M", "--timeout", "30", "--tolerance", "90"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
