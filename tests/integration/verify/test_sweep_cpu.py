@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from verify.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 HOOKS = Path(__file__).resolve().parent / "sweep_hooks"
@@ -32,14 +33,8 @@ ARGS = ["--timeout", str(TRIAL_TIMEOUT_S), "--tolerance", "90"]
 pytestmark = pytest.mark.timeout(300)
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(tmp: Path, **extra: str) -> dict[int, subprocess.Popen[str]]:
-    port = _port()
+    port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "TORCHELASTIC"))}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK"):
         base.pop(name, None)
