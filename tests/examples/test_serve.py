@@ -4,17 +4,11 @@ TorchScript does."""
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,84 +16,22 @@ from typing import Any
 
 import pytest
 
+from tests.examples.serving import (
+    DATA,
+    EXAMPLES,
+    LABELS,
+    example_env,
+    free_port,
+    request,
+    review_texts,
+    running_server,
+)
+
 pytestmark = pytest.mark.slow
 for _module in ("torch", "transformers", "onnx", "onnxruntime", "tensorboard", "fastapi", "uvicorn"):
     pytest.importorskip(_module, reason=f"the examples need {_module} (see examples/README.md)")
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-DATA = EXAMPLES / "data" / "chinese_reviews_synthetic.csv"
-LABELS = {"negative", "neutral", "positive"}
 CONCURRENT = 64
-# Requests to 127.0.0.1 must not go through a proxy that the environment may name.
-OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return env | {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}  # the CPU
-
-
-def review_texts(count: int) -> list[str]:
-    with DATA.open(encoding="utf-8") as handle:
-        return [row["text"] for row, _ in zip(csv.DictReader(handle), range(count), strict=False)]
-
-
-def request(url: str, body: Any = None) -> tuple[int, Any]:
-    """GET (body None) or POST JSON; the status and the decoded JSON answer, errors included."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    try:
-        with OPENER.open(req, timeout=60) as response:
-            return response.status, json.load(response)
-    except urllib.error.HTTPError as error:
-        return error.code, json.load(error)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until_healthy(base: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"serve.py exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            if request(f"{base}/healthz")[0] == 200:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"serve.py not healthy after {timeout_s:g} s:\n{log.read_text()[-3000:]}")
-
-
-@contextlib.contextmanager
-def running_server(model_dir: Path, log: Path, *extra: str) -> Iterator[str]:
-    port = free_port()
-    command = [
-        sys.executable,
-        str(EXAMPLES / "serve.py"),
-        "--model-dir",
-        str(model_dir),
-        "--host",
-        "127.0.0.1",
-    ]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [*command, "--port", str(port), *extra], stdout=sink, stderr=subprocess.STDOUT, env=_env()
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_healthy(base, proc, log)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +40,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = ["--data", str(DATA), "--tiny", "--epochs", "2", "--batch-size", "16", "--output", str(out)]
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "finetune_bert.py"), *args],
-        env=_env(),
+        env=example_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -126,6 +58,12 @@ def torchscript_server(model_dir: Path) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def onnx_server(model_dir: Path) -> Iterator[str]:
     with running_server(model_dir, model_dir.parent / "serve-onnx.log", "--onnx") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def eager_server(model_dir: Path) -> Iterator[str]:
+    with running_server(model_dir, model_dir.parent / "serve-eager.log", "--eager") as base:
         yield base
 
 
@@ -190,12 +128,34 @@ def test_onnx_mode_answers_as_torchscript_mode(torchscript_server, onnx_server):
     assert (health["backend"], health["device"]) == ("onnx", "cpu")
 
 
+def test_eager_mode_answers_as_torchscript_mode(torchscript_server, eager_server):
+    texts = review_texts(200)[-16:]
+    status_ts, from_torchscript = request(f"{torchscript_server}/predict", {"texts": texts})
+    status_eager, from_eager = request(f"{eager_server}/predict", {"texts": texts})
+    assert status_ts == status_eager == 200
+    assert [a["label"] for a in from_eager] == [a["label"] for a in from_torchscript]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(from_eager, from_torchscript, strict=True)) < 1e-4
+    health = request(f"{eager_server}/healthz")[1]
+    assert (health["backend"], health["device"], health["dtype"]) == ("eager", "cpu", "float32")
+
+
+def test_onnx_and_eager_together_are_a_usage_error(model_dir):
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "serve.py"), "--model-dir", str(model_dir), "--onnx", "--eager"],
+        env=example_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr, proc.stderr
+
+
 def test_help_shows_the_options(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "serve.py"), "--help"], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    for option in ("--onnx", "--max-batch", "--max-wait-ms", "--model-dir", "/predict"):
+    for option in ("--onnx", "--eager", "--max-batch", "--max-wait-ms", "--model-dir", "/predict"):
         assert option in proc.stdout
 
 
@@ -209,10 +169,57 @@ def test_a_folder_without_a_model_is_a_usage_error(tmp_path):
             "--port",
             str(free_port()),
         ],
-        env=_env(),
+        env=example_env(),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--model-dir" in proc.stderr and "config.json" in proc.stderr, proc.stderr
+
+
+def test_load_test_reports_latency_percentiles_under_a_fixed_load(torchscript_server, tmp_path):
+    report_path = tmp_path / "load.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "load_test.py"),
+            "--url",
+            torchscript_server,
+            "--concurrency",
+            "16",
+            "--requests",
+            "160",
+            "--warmup",
+            "16",
+            "--json",
+            str(report_path),
+        ],
+        env=example_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    print(proc.stdout)
+    report = json.loads(report_path.read_text())
+    assert (report["requests"], report["ok"], report["errors"]) == (160, 160, {}), report
+    latency = report["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"], latency
+    # The server saw exactly the counted requests between the two /healthz reads, and batched them.
+    server = report["server"]
+    assert (server["backend"], server["device"]) == ("torchscript", "cpu"), server
+    assert server["mean_batch_size"] > 1 and server["batches"] < 160, server
+    assert "requests/s" in proc.stdout and "p99" in proc.stdout
+
+
+def test_load_test_without_a_server_fails_naming_the_fix():
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "load_test.py"), "--url", f"http://127.0.0.1:{free_port()}"],
+        env=example_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "did not answer" in proc.stderr and "fix: start the server" in proc.stderr, proc.stderr
