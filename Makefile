@@ -49,10 +49,10 @@ $(TOOLS_STAMP): pyproject.toml scripts/setup_venv.sh
 	@scripts/setup_venv.sh $(VENV)
 
 .PHONY: dev
-dev: $(TOOLS_STAMP) ## add a CPU torch and the test tools to .venv (VENV), for make test
-	@echo "make: adding torch 2.13.0 and the [dev,harness] extras to $(VENV)"
+dev: $(TOOLS_STAMP) ## add a CPU torch, the test tools and the examples' packages to .venv (VENV), for make test
+	@echo "make: adding torch 2.13.0 and the [dev,harness,examples] extras to $(VENV)"
 	$(VENV)/bin/python -m pip install -q 'torch==2.13.0'
-	$(VENV)/bin/python -m pip install -q -e '.[dev,harness]'
+	$(VENV)/bin/python -m pip install -q -e '.[dev,harness,examples]'
 
 # Targets that run the tests or linters need make dev's tools; say so in one line instead of a traceback.
 .PHONY: need-dev
