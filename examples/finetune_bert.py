@@ -122,6 +122,7 @@ class Options:
     max_length: int
     seed: int
     check_export: bool
+    logdir: Path  # TensorBoard: each run writes a folder named by its start time in here
 
 
 def _positive_int(text: str) -> int:
@@ -221,6 +222,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="run the ONNX file (onnxruntime) and the TorchScript file on one batch and compare their "
         f"logits with the eager model's; exit 1 when they differ by more than {EXPORT_TOLERANCE:g}",
     )
+    parser.add_argument(
+        "--logdir",
+        type=Path,
+        help="TensorBoard logs go to a folder per run in here (default: $TENSORBOARD_LOGDIR/<--output's "
+        "name> where that variable is set, as in the images' compose services, so their TensorBoard shows "
+        "the run; else <--output>/runs)",
+    )
     args = parser.parse_args(argv)
     return Options(
         data=args.data,
@@ -236,7 +244,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         max_length=args.max_length,
         seed=args.seed,
         check_export=args.check_export,
+        logdir=args.logdir or default_logdir(args.output),
     )
+
+
+def default_logdir(output: Path) -> Path:
+    """Where TensorBoard watches if the environment says (compose's TENSORBOARD_LOGDIR), else by the model."""
+    watched = os.environ.get("TENSORBOARD_LOGDIR", "").strip()
+    return Path(watched) / output.resolve().name if watched else output / "runs"
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -452,6 +467,14 @@ def preflight(opts: Options, env: DistEnv) -> None:
     except OSError as exc:
         raise UsageError(
             f"--output {opts.output}: cannot create it ({exc.strerror}); fix: a writable folder"
+        ) from None
+    try:
+        if env.is_main:
+            opts.logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f"--logdir {opts.logdir}: cannot create it ({exc.strerror}); fix: --logdir a writable folder"
+            " (the default comes from TENSORBOARD_LOGDIR when that is set)"
         ) from None
 
 
@@ -949,7 +972,7 @@ def train(
     warmup = math.ceil(total_steps * opts.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(warmup, total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=precision.needs_scaler)
-    writer = _summary_writer(opts.output) if env.is_main else None
+    writer = summary_writer(opts.logdir) if env.is_main else None
     state = TrainState(trained, optimizer, scheduler, scaler, precision, device, writer)
     metrics = Metrics(
         model=FROM_CONFIG[opts.from_config].description if opts.from_config else opts.model,
@@ -1073,10 +1096,13 @@ def _transformers_version() -> str:
     return transformers.__version__
 
 
-def _summary_writer(output: Path) -> Any:
+def summary_writer(logdir: Path) -> Any:
+    """A TensorBoard SummaryWriter for a new run: a folder named by the start time in logdir."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(output / "runs" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")))
+    folder = logdir / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    print(f"TensorBoard logs: {folder}", flush=True)
+    return SummaryWriter(log_dir=str(folder))
 
 
 def _log(env: DistEnv, message: str) -> None:

@@ -210,9 +210,13 @@ def test_notebook_saved_in_workspace_belongs_to_the_host_user(workspace: Deploym
 
 def test_ssh_key_login_is_the_host_user_and_runs_verify(workspace: Deployment, ssh_key: SshKey) -> None:
     with workspace.ssh(ssh_key.private) as client:
-        status, out, err = ssh_exec(client, "id -un; id -u; id -g; command -v python")
+        status, out, err = ssh_exec(
+            client, "id -un; id -u; id -g; command -v python; echo $TENSORBOARD_LOGDIR"
+        )
         assert status == 0, err
-        assert out.split() == ["pytorch", str(HOST_UID), str(HOST_GID), "/opt/venv/bin/python"]
+        # TENSORBOARD_LOGDIR: an example run over SSH logs where the tensorboard service looks.
+        expected = ["pytorch", str(HOST_UID), str(HOST_GID), "/opt/venv/bin/python", "/workspace/runs"]
+        assert out.split() == expected
         status, out, err = ssh_exec(client, "verify run --only env")
         assert status == 0, f"verify run --only env failed ({status}):\n{out}\n{err}"
         assert "env" in out
@@ -253,11 +257,24 @@ def test_host_keys_differ_between_deployments_and_survive_a_restart(
     assert workspace.host_key() == first
 
 
-def test_tensorboard_profile_serves_on_localhost(workspace: Deployment) -> None:
+def test_tensorboard_profile_serves_on_localhost_and_shows_an_example_run(workspace: Deployment) -> None:
+    """The tutorial's loop: fine-tune in the jupyter service, watch the run in the tensorboard service."""
     workspace.run("--profile", "tensorboard", "up", "-d", "tensorboard")
     port = int(workspace.env["TENSORBOARD_PORT"])
     try:
         wait_for(lambda: http_status(f"http://127.0.0.1:{port}/") == 200, 90, "tensorboard")
+        train = (
+            "copy-examples && cd /workspace/examples && python finetune_bert.py --tiny --epochs 1"
+            " --data data/chinese_reviews_synthetic.csv --output bert-finetuned"
+        )
+        done = workspace.run("exec", "-T", "-u", "pytorch", "jupyter", "bash", "-c", train, timeout=600)
+        assert "TensorBoard logs: /workspace/runs/bert-finetuned/" in done.stdout, done.stdout[-3000:]
+
+        def run_listed() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as answer:
+                return any(run.startswith("bert-finetuned/") for run in json.load(answer))
+
+        wait_for(run_listed, 60, "TensorBoard listing the example's run")
     except AssertionError as exc:
         logs = workspace.run(
             "--profile", "tensorboard", "logs", "--no-color", "--tail", "15", "tensorboard"

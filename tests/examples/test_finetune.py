@@ -33,13 +33,13 @@ TINY_RUN = ["--data", str(DATA), "--tiny", "--epochs", "2", "--seed", "42"]
 
 
 def run_script(
-    args: list[str], cwd: Path, launcher: list[str] | None = None
+    args: list[str], cwd: Path, launcher: list[str] | None = None, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """finetune_bert.py in a fresh Python, outside any torchrun job of the caller's."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
-    }
+    """finetune_bert.py in a fresh Python, outside any torchrun job (or TENSORBOARD_LOGDIR) of the caller."""
+    dropped = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "TENSORBOARD_LOGDIR")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env |= {"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}  # the CPU, everywhere
+    env |= extra_env or {}
     command = [sys.executable, *(launcher or []), str(SCRIPT), *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -104,6 +104,26 @@ def test_tensorboard_has_loss_lr_accuracy_and_f1(single):
     tags = set(accumulator.Tags()["scalars"])
     assert {"train/loss", "train/lr", "eval/accuracy", "eval/macro_f1"} <= tags, tags
     assert [event.step for event in accumulator.Scalars("eval/accuracy")] == [1, 2]
+
+
+def test_tensorboard_logs_go_where_tensorboard_logdir_points(tmp_path):
+    """In the images' compose services TENSORBOARD_LOGDIR is what the tensorboard service watches."""
+    watched, out = tmp_path / "runs", tmp_path / "my-model"
+    args = ["--data", str(DATA), "--tiny", "--epochs", "1", "--output", str(out)]
+    proc = run_script(args, tmp_path, extra_env={"TENSORBOARD_LOGDIR": str(watched)})
+    assert proc.returncode == 0, explain(proc)
+    assert len(list((watched / "my-model").glob("*/events.out.tfevents.*"))) == 1
+    assert not (out / "runs").exists()
+    assert f"TensorBoard logs: {watched / 'my-model'}/" in proc.stdout
+
+
+def test_a_logdir_that_cannot_be_made_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    args = ["--data", str(DATA), "--tiny", "--output", str(tmp_path / "out"), "--logdir", str(blocker / "tb")]
+    proc = run_script(args, tmp_path)
+    assert proc.returncode == 2, explain(proc)
+    assert f"--logdir {blocker / 'tb'}: cannot create it" in proc.stderr and "fix: --logdir" in proc.stderr
 
 
 def test_exports_the_hugging_face_folder_torchscript_and_onnx(single):

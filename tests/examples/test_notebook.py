@@ -46,7 +46,8 @@ def test_the_notebook_runs_on_the_cpu(tmp_path):
         notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(work)}}
     )
     # No GPU, whatever the host has (the tiny, offline path); `python -m verify` from this checkout.
-    env = os.environ | {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != "TENSORBOARD_LOGDIR"}
+    env |= {"CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     start = time.monotonic()
     client.execute(env=env)  # raises CellExecutionError, with the cell and its traceback, on any cell error
     seconds = time.monotonic() - start
@@ -60,4 +61,7 @@ def test_the_notebook_runs_on_the_cpu(tmp_path):
     assert "macro-F1" in text and "max |logits - eager|" in text
     assert text.count('"label"') == 2, text[-2000:]
     assert (work / "bert-finetuned-notebook" / "model.onnx").is_file()
+    assert list((work / "bert-finetuned-notebook" / "runs").glob("*/events.out.tfevents.*")), (
+        "no TensorBoard log"
+    )
     assert seconds < WHOLE_RUN_BUDGET_S
