@@ -51,7 +51,12 @@ ENGINE_ONLY = {
     "docker compose logs jupyter | grep token=": "tests/engine (compose up, the token in the logs)",
     "ssh -p 2222 pytorch@127.0.0.1": "tests/engine (the SSH workspace)",
     "docker compose --profile tensorboard up -d tensorboard": "tests/engine (compose profiles)",
+    "copy-examples": "tests/engine/test_image_examples.py (copy-examples in the image)",
+    "cd /workspace/examples": "tests/engine/test_compose.py (the examples in the jupyter service)",
 }
+# The examples (examples/*.py, run in an image): their own parsers read the README's arguments.
+EXAMPLE_SCRIPTS = {"finetune_bert.py", "serve.py", "load_test.py"}
+PARSE_EXAMPLE = "import sys; sys.path.insert(0, 'examples'); __import__(sys.argv[1]).parse_args(sys.argv[2:])"
 ONE_LINERS_TEST = REPO / "tests/engine/test_image_oneliners.py"
 
 
@@ -84,8 +89,20 @@ def how_to_run(command: str) -> tuple[str, str]:
     words = shlex.split(command)
     while words and ASSIGNMENT_RE.match(words[0]):  # `VAR=value make up`: the variable stays, make is dry
         words = words[1:]
+    if words and words[-1] == "&":  # `python serve.py ... &`: in the background, as a user starts a server
+        words = words[:-1]
     head = words[0] if words else ""
     py = shlex.quote(sys.executable)
+    script = next((word for word in words if word in EXAMPLE_SCRIPTS), None)
+    if script is not None and head in {
+        "python",
+        *LAUNCHERS,
+    }:  # `python serve.py ...`, `torchrun ... x.py ...`
+        args = words[words.index(script) + 1 :]
+        return (
+            "parse",
+            f"{py} -c {shlex.quote(PARSE_EXAMPLE)} {script.removesuffix('.py')} {shlex.join(args)}",
+        )
     if head in LAUNCHERS:  # `srun ... verify run ...`, `torchrun ... -m verify run ...`
         start = next(i for i, w in enumerate(words[:-1]) if w == "verify" and words[i + 1] in VERIFY_COMMANDS)
         return "parse", f"{py} -c {shlex.quote(PARSE['verify'])} {shlex.join(words[start + 1 :])}"
