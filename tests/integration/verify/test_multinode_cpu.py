@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.verify.srun_env import srun_task, without_launchers
 from verify.distributed import busbw_factor
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,9 +36,7 @@ def _port() -> int:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "TORCHELASTIC"))}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK"):
-        env.pop(name, None)
+    env = without_launchers()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     env["COLUMNS"] = "200"
     return env
@@ -64,18 +63,7 @@ def _slurm_procs(tmp: Path, timeout_s: int = TIMEOUT_S) -> dict[int, subprocess.
     port = _port()
     procs = {}
     for rank in range(4):
-        env = _env() | {
-            "SLURM_PROCID": str(rank),
-            "SLURM_NTASKS": "4",
-            "SLURM_LOCALID": str(rank % 2),
-            "SLURM_NODEID": str(rank // 2),
-            "SLURM_NNODES": "2",
-            "SLURM_STEP_NODELIST": "localhost",
-            "SLURM_JOB_NODELIST": "localhost",
-            "SLURM_STEP_TASKS_PER_NODE": "2(x2)",
-            "SLURM_JOB_ID": "77",
-            "MASTER_PORT": str(port),  # the derived port (29577) could be taken on a shared CI host
-        }
+        env = _env() | srun_task(rank, tasks=4, nodes=2, job_id=77, port=port)
         procs[rank] = subprocess.Popen(
             [sys.executable, *_verify_args(tmp, timeout_s)],
             cwd=tmp,

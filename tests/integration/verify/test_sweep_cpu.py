@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.verify.srun_env import srun_task, without_launchers
 from verify.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,28 +36,10 @@ pytestmark = pytest.mark.timeout(300)
 
 def _start(tmp: Path, **extra: str) -> dict[int, subprocess.Popen[str]]:
     port = free_port()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "MASTER_", "TORCHELASTIC"))}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK"):
-        base.pop(name, None)
-    base["PYTHONPATH"] = os.pathsep.join(str(p) for p in (ROOT, HOOKS))
+    base = without_launchers() | {"PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT, HOOKS))}
     procs = {}
     for node in range(NODES):
-        env = (
-            base
-            | extra
-            | {
-                "SLURM_PROCID": str(node),
-                "SLURM_NTASKS": str(NODES),
-                "SLURM_LOCALID": "0",
-                "SLURM_NODEID": str(node),
-                "SLURM_NNODES": str(NODES),
-                "SLURM_STEP_NODELIST": "localhost",
-                "SLURM_JOB_NODELIST": "localhost",
-                "SLURM_STEP_TASKS_PER_NODE": f"1(x{NODES})",
-                "SLURM_JOB_ID": "78",
-                "MASTER_PORT": str(port),
-            }
-        )
+        env = base | extra | srun_task(node, tasks=NODES, nodes=NODES, job_id=78, port=port)
         procs[node] = subprocess.Popen(
             [
                 sys.executable,
