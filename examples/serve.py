@@ -325,9 +325,10 @@ def load_classifier(opts: Options) -> Classifier:
             # A TorchScript file traced on the CPU can pin tensors it creates to the CPU (transformers' mask
             # code does): then it only runs there.
             reason = str(exc).strip().splitlines()[-1][:200]
+            fix = "--device cuda to see the whole error" if backend_name == "eager" else "--eager"
             print(
-                f"serve: {model_file.name} does not run on the GPU ({reason}); serving on the CPU. "
-                "For the GPU: --eager (or --onnx with onnxruntime-gpu installed)",
+                f"serve: {model_file.name} ({backend_name}) does not run on the GPU ({reason}); serving on "
+                f"the CPU. For the GPU: {fix}",
                 file=sys.stderr,
                 flush=True,
             )
