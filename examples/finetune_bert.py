@@ -461,21 +461,19 @@ def preflight(opts: Options, env: DistEnv) -> None:
         raise UsageError(
             f"--model {opts.model}: no such folder; fix: a folder save_pretrained wrote, or a hub id"
         )
-    try:
-        if env.is_main:
-            opts.output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"--output {opts.output}: cannot create it ({exc.strerror}); fix: a writable folder"
-        ) from None
-    try:
-        if env.is_main:
-            opts.logdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(
-            f"--logdir {opts.logdir}: cannot create it ({exc.strerror}); fix: --logdir a writable folder"
-            " (the default comes from TENSORBOARD_LOGDIR when that is set)"
-        ) from None
+    writable = (
+        ("--output", opts.output, "a writable folder"),
+        (
+            "--logdir",
+            opts.logdir,
+            "--logdir a writable folder (the default comes from TENSORBOARD_LOGDIR when that is set)",
+        ),
+    )
+    for flag, folder, fix in writable if env.is_main else ():  # only rank 0 writes either
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"{flag} {folder}: cannot create it ({exc.strerror}); fix: {fix}") from None
 
 
 # ---------------------------------------------------------------------------------- tokenizer and model

@@ -146,7 +146,6 @@ def run(opts: Options, texts: Sequence[str]) -> Report:
     errors: dict[str, int] = {}
     counted_start = threading.Event()
     warm = threading.Barrier(opts.concurrency + 1)  # the clients and the timer: the count starts together
-    start_box: list[float] = []
 
     def client_loop() -> None:
         client = Client(opts.url)
@@ -182,11 +181,11 @@ def run(opts: Options, texts: Sequence[str]) -> Report:
         futures = [pool.submit(client_loop) for _ in range(opts.concurrency)]
         warm.wait()
         stats_at_start = server_stats(opts.url)["stats"]
-        start_box.append(time.perf_counter())
+        start = time.perf_counter()
         counted_start.set()
         for future in futures:
             future.result()
-    seconds = time.perf_counter() - start_box[0]
+    seconds = time.perf_counter() - start
     after = server_stats(opts.url)
     latencies.sort()
     ms = [value * 1000 for value in latencies]

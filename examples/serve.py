@@ -177,12 +177,15 @@ class Backend(Protocol):
     """Token id arrays (name -> [batch, sequence] int64) in, logits [batch, labels] out."""
 
     device: str
+    dtype: str  # what the forward pass computes in: "float32", "bfloat16" or "float16"
     input_names: list[str]
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray: ...
 
 
 class TorchScriptBackend:
+    dtype = "float32"  # finetune_bert.py traces the fp32 model
+
     def __init__(self, path: Path, device: str) -> None:
         import torch
 
@@ -200,6 +203,8 @@ class TorchScriptBackend:
 
 
 class OnnxBackend:
+    dtype = "float32"  # exported from the fp32 model
+
     def __init__(self, path: Path, device: str) -> None:
         import onnxruntime
 
@@ -302,9 +307,10 @@ def load_classifier(opts: Options) -> Classifier:
     backend_name = opts.backend
     if backend_name == "auto":
         backend_name = "eager" if devices[0] == "cuda" else "torchscript"
-    model_file = folder / {"onnx": ONNX_FILE, "torchscript": TORCHSCRIPT_FILE}.get(backend_name, "")
-    needed = [folder / "config.json", model_file] if backend_name != "eager" else [folder / "config.json"]
-    for path in needed:
+    # The exported files are one file each; eager reads the whole Hugging Face folder.
+    exported = {"onnx": ONNX_FILE, "torchscript": TORCHSCRIPT_FILE}.get(backend_name)
+    model_file = folder / exported if exported else folder
+    for path in [folder / "config.json", *([model_file] if exported else [])]:
         if not path.is_file():
             raise UsageError(
                 f"--model-dir {folder}: no {path.name}; fix: the --output folder of a finetune_bert.py run"
@@ -483,7 +489,7 @@ def create_app(classifier: Classifier, opts: Options) -> FastAPI:
             "status": "ok",
             "model": str(classifier.model_file),
             "backend": classifier.backend_name,
-            "dtype": getattr(classifier.backend, "dtype", "float32"),
+            "dtype": classifier.backend.dtype,
             "device": classifier.backend.device,
             "labels": classifier.labels,
             "max_batch": opts.max_batch,
