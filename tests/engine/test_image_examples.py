@@ -11,9 +11,9 @@ Nothing is downloaded: the tiny model is built from a config and its tokenizer f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +22,7 @@ import docker
 import pytest
 
 from tests.engine.compose_fixtures import free_port
+from tests.examples import serving
 
 EXAMPLES = "/opt/pytorch-cuda/examples"
 DATA = f"{EXAMPLES}/data/chinese_reviews_synthetic.csv"
@@ -110,12 +111,10 @@ def server(
     try:
         deadline = time.monotonic() + 120
         while True:
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=5) as answer:
-                    if json.load(answer)["status"] == "ok":
-                        break
-            except OSError:
-                pass
+            with contextlib.suppress(OSError):  # not listening yet
+                status, health = serving.request(f"{url}/healthz")
+                if status == 200 and health["status"] == "ok":
+                    break
             container.reload()
             assert container.status == "running", container.logs().decode(errors="replace")[-4000:]
             assert time.monotonic() < deadline, container.logs().decode(errors="replace")[-4000:]
@@ -126,24 +125,18 @@ def server(
 
 
 def _predict(url: str, text: str) -> dict:
-    request = urllib.request.Request(
-        f"{url}/predict",
-        data=json.dumps({"text": text}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        return json.load(answer)
+    status, answer = serving.request(f"{url}/predict", {"text": text})
+    assert status == 200, answer
+    return answer
 
 
 def test_the_server_answers_concurrent_requests_over_http(server: str) -> None:
     texts = ["这个手机非常好用，我很喜欢", "质量太差了，完全不值这个价", "快递今天到了"] * 16
     with ThreadPoolExecutor(max_workers=16) as pool:
         answers = list(pool.map(lambda t: _predict(server, t), texts))
-    labels = {"positive", "negative", "neutral"}
-    assert all(a["label"] in labels and 0.0 <= a["score"] <= 1.0 for a in answers), answers[:3]
+    assert all(a["label"] in serving.LABELS and 0.0 <= a["score"] <= 1.0 for a in answers), answers[:3]
     assert len({a["label"] for a in answers[0::3]}) == 1  # the same text, the same answer
     # 16 requests in flight at once: some must have shared a forward pass, or the server is serial.
     assert max(a["batch_size"] for a in answers) > 1, [a["batch_size"] for a in answers]
-    with urllib.request.urlopen(f"{server}/healthz", timeout=5) as answer:
-        stats = json.load(answer)["stats"]
+    stats = serving.request(f"{server}/healthz")[1]["stats"]
     assert stats["texts"] == len(texts) and stats["batches"] < len(texts), stats

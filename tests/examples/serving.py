@@ -6,7 +6,6 @@ import contextlib
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from verify.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -47,12 +48,6 @@ def request(url: str, body: Any = None) -> tuple[int, Any]:
             return response.status, json.load(response)
     except urllib.error.HTTPError as error:
         return error.code, json.load(error)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_healthy(base: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> None:
@@ -97,3 +92,11 @@ def running_server(model_dir: Path, log: Path, *extra: str, gpu: bool = False) -
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def run_example(
+    script: str, *args: str, gpu: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """examples/SCRIPT with ARGS in a fresh Python (example_env), its output captured as text."""
+    command = [sys.executable, str(EXAMPLES / script), *args]
+    return subprocess.run(command, env=example_env(gpu=gpu), capture_output=True, text=True, timeout=timeout)

@@ -24,6 +24,7 @@ from tests.examples.serving import (
     free_port,
     request,
     review_texts,
+    run_example,
     running_server,
 )
 
@@ -133,66 +134,27 @@ def test_onnx_and_eager_modes_answer_as_torchscript_mode(torchscript_server, onn
 
 
 def test_onnx_and_eager_together_are_a_usage_error(model_dir):
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "serve.py"), "--model-dir", str(model_dir), "--onnx", "--eager"],
-        env=example_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_example("serve.py", "--model-dir", str(model_dir), "--onnx", "--eager")
     assert proc.returncode == 2 and "not allowed with argument" in proc.stderr, proc.stderr
 
 
 def test_help_shows_the_options(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "serve.py"), "--help"], capture_output=True, text=True, timeout=120
-    )
+    proc = run_example("serve.py", "--help")
     assert proc.returncode == 0, proc.stderr
     for option in ("--onnx", "--eager", "--max-batch", "--max-wait-ms", "--model-dir", "/predict"):
         assert option in proc.stdout
 
 
 def test_a_folder_without_a_model_is_a_usage_error(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "serve.py"),
-            "--model-dir",
-            str(tmp_path),
-            "--port",
-            str(free_port()),
-        ],
-        env=example_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_example("serve.py", "--model-dir", str(tmp_path), "--port", str(free_port()))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--model-dir" in proc.stderr and "config.json" in proc.stderr, proc.stderr
 
 
 def test_load_test_reports_latency_percentiles_under_a_fixed_load(torchscript_server, tmp_path):
     report_path = tmp_path / "load.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLES / "load_test.py"),
-            "--url",
-            torchscript_server,
-            "--concurrency",
-            "16",
-            "--requests",
-            "160",
-            "--warmup",
-            "16",
-            "--json",
-            str(report_path),
-        ],
-        env=example_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    args = ["--url", torchscript_server, "--concurrency", "16", "--requests", "160", "--warmup", "16"]
+    proc = run_example("load_test.py", *args, "--json", str(report_path), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     print(proc.stdout)
     report = json.loads(report_path.read_text())
@@ -207,12 +169,6 @@ def test_load_test_reports_latency_percentiles_under_a_fixed_load(torchscript_se
 
 
 def test_load_test_without_a_server_fails_naming_the_fix():
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "load_test.py"), "--url", f"http://127.0.0.1:{free_port()}"],
-        env=example_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_example("load_test.py", "--url", f"http://127.0.0.1:{free_port()}")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "did not answer" in proc.stderr and "fix: start the server" in proc.stderr, proc.stderr

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.examples.serving import DATA, EXAMPLES, example_env, request, review_texts, running_server
+from tests.examples.serving import DATA, request, review_texts, run_example, running_server
 
 pytestmark = pytest.mark.gpu
 for _module in ("transformers", "onnx", "tensorboard", "fastapi", "uvicorn"):
@@ -25,9 +23,8 @@ for _module in ("transformers", "onnx", "tensorboard", "fastapi", "uvicorn"):
 
 def finetune(out: Path, *args: str) -> dict:
     """One tiny fine-tuning run on the GPU; its metrics.json."""
-    command = [sys.executable, str(EXAMPLES / "finetune_bert.py"), "--data", str(DATA), "--tiny"]
-    command += ["--epochs", "1", "--output", str(out), *args]
-    proc = subprocess.run(command, env=example_env(gpu=True), capture_output=True, text=True, timeout=600)
+    common = ["--data", str(DATA), "--tiny", "--epochs", "1", "--output", str(out)]
+    proc = run_example("finetune_bert.py", *common, *args, gpu=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "metrics.json").read_text())
 
