@@ -86,6 +86,11 @@ def test_with_the_token_a_notebook_runs_torch(
     )
     card.click()
     browser.wait_text(".jp-KernelName", r"Python 3", LAB_TIMEOUT, "the notebook's kernel name", name)
+    # The kernel name shows as soon as the session exists; a cell run before the kernel is connected can be
+    # dropped (CI saw "[ ]" and no output after 120 s), so wait, as a user would, for the status bar's "Idle".
+    browser.wait_text(
+        ".jp-StatusBar-TextItem", r"Python 3 \(ipykernel\) \| Idle", KERNEL_TIMEOUT, "the kernel idle", name
+    )
     editor = browser.wait_visible(
         ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell .cm-content", LAB_TIMEOUT, "the first cell", name
     )
