@@ -349,30 +349,41 @@ def _default_json() -> Path:
 
 
 class RichProgress:
-    """A spinner for the running check, then one line per finished check."""
+    """One spinner naming the checks that run now (two lanes may run side by side), then one line per
+    finished check."""
 
     def __init__(self, console: Console, total: int) -> None:
         self.console = console
         self.total = total
         self.done = 0
+        self.running: dict[str, str] = {}  # name -> what the spinner says of it
         self._status: Any = None
 
+    def _show(self) -> None:
+        if not self.running:
+            if self._status is not None:
+                self._status.stop()
+                self._status = None
+            return
+        text = f"[{self.done + 1}/{self.total}] " + "; ".join(self.running.values())
+        if self._status is None:
+            self._status = self.console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
     def started(self, spec: CheckSpec, timeout_s: float) -> None:
-        step = f"[{self.done + 1}/{self.total}]"
-        self._status = self.console.status(
-            f"{step} [bold]{spec.name}[/bold]: {spec.description} (timeout {timeout_s:g} s)"
-        )
-        self._status.start()
+        self.running[spec.name] = f"[bold]{spec.name}[/bold]: {spec.description} (timeout {timeout_s:g} s)"
+        self._show()
 
     def finished(self, result: Result) -> None:
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+        self.running.pop(result.name, None)
         self.done += 1
         line = rep.status_text(result.status)
         line.append(f"  {result.name:<7} {result.duration_s:6.1f} s  ", style="default")
         line.append(result.summary, style="default")
         self.console.print(line, overflow="fold")
+        self._show()
 
 
 def cmd_list(_args: argparse.Namespace, modules: Sequence[str]) -> int:

@@ -1,13 +1,21 @@
-"""Run checks one by one, each in its own process with its own timeout, and collect one Result per check.
+"""Run the checks, each in its own process with its own timeout, and collect one Result per check.
 
 Why a process per check: a check imports torch, initialises CUDA/NCCL and may segfault, hang in a collective
-or leak children. Each runs as `python -m verify.worker` in a NEW SESSION (its own process group), so the
-runner can kill the whole group (the check and anything it started) at the timeout, on Ctrl-C, and after it
-exits. What the process does not report becomes a FAIL of that check; the rest still run.
+or leak children. Each runs in a NEW PROCESS GROUP, so the runner can kill the whole group (the check and
+anything it started) at the timeout, on Ctrl-C, and after it exits. What the process does not report becomes
+a FAIL of that check; the rest still run.
 
-The runner never imports a check module: `read_spec` reads NAME/DESCRIPTION/DEFAULT_TIMEOUT_S from the
-module's source with `ast`, so `verify list` and the parent process stay light and a check that cannot even
-be imported is still listed and reported (as a FAIL with the import error).
+Why it is fast: the processes are forked from warm fork servers (verify/forkserver.py) that imported what
+the checks declare in IMPORTS (torch; transformers for bert) once, before CUDA; one server per distinct
+IMPORTS, all started at once, so torch and transformers load side by side. A check whose server could not
+start runs as `python -m verify.worker` instead (also VERIFY_FORKSERVER=0), as every check once did.
+And two lanes: checks that declare EXCLUSIVE = False (they use no GPU time: env, driver, host, compile)
+run one after another beside the exclusive ones (the GPU measurements), which run one at a time so that
+they never disturb each other.
+
+The runner never imports a check module: `read_spec` reads NAME/DESCRIPTION/DEFAULT_TIMEOUT_S/IMPORTS/
+EXCLUSIVE from the module's source with `ast`, so `verify list` and the parent process stay light and a
+check that cannot even be imported is still listed and reported (as a FAIL with the import error).
 """
 
 from __future__ import annotations
@@ -21,11 +29,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from verify.context import Context
 from verify.result import Result, Status
@@ -45,6 +55,8 @@ class CheckSpec:
     description: str
     default_timeout_s: float
     problem: str | None = None  # why the module's source could not be read (the run will FAIL with the cause)
+    imports: tuple[str, ...] = ()  # heavy modules its fork server imports beforehand (IMPORTS)
+    exclusive: bool = True  # runs alone among the exclusive checks (EXCLUSIVE; False: beside them)
 
 
 def read_spec(module: str) -> CheckSpec:
@@ -76,6 +88,8 @@ def read_spec(module: str) -> CheckSpec:
     name = constants.get("NAME", fallback)
     description = constants.get("DESCRIPTION", "")
     timeout = constants.get("DEFAULT_TIMEOUT_S", FALLBACK_TIMEOUT_S)
+    imports = constants.get("IMPORTS", ())
+    exclusive = constants.get("EXCLUSIVE", True)
     return CheckSpec(
         module=module,
         name=name if isinstance(name, str) and name else fallback,
@@ -83,6 +97,10 @@ def read_spec(module: str) -> CheckSpec:
         default_timeout_s=float(timeout)
         if isinstance(timeout, int | float) and timeout > 0
         else FALLBACK_TIMEOUT_S,
+        imports=tuple(imports)
+        if isinstance(imports, tuple | list) and all(isinstance(i, str) for i in imports)
+        else (),
+        exclusive=exclusive if isinstance(exclusive, bool) else True,
     )
 
 
@@ -136,20 +154,6 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the check's whole process group, then SIGKILL what is left after a grace period."""
-    for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            break
-        if wait_s is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=wait_s)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=KILL_GRACE_S)
-
-
 def _reap_leftovers(pgid: int) -> None:
     """Kill anything the check left running in its group after the worker itself exited."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -188,50 +192,238 @@ def _read_result(out_file: Path, spec: CheckSpec, returncode: int) -> Result:
     return result
 
 
-def run_one(spec: CheckSpec, ctx: Context, timeout_s: float, workdir: Path) -> Result:
-    """Run one check in its own process group; always returns a Result (raises only _Interrupted/Ctrl-C)."""
+class ForkServer:
+    """One `python -m verify.forkserver IMPORTS...` and the checks it forked (see verify/forkserver.py)."""
+
+    START_TIMEOUT_S = 120.0  # a cold `import torch, transformers` from a slow disk; then the worker path
+
+    def __init__(self, imports: tuple[str, ...]) -> None:
+        self.imports = imports
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "verify.forkserver", *imports],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_child_env(),
+            start_new_session=True,  # Ctrl-C in the terminal reaches the runner alone
+            text=True,
+        )
+        self.started_at = time.monotonic()
+        self.preloaded: dict[str, str | None] | None = None
+        self.dead = False
+        self._lock = threading.Condition()
+        self._pids: dict[int, int] = {}
+        self._returncodes: dict[int, int] = {}
+        self._next_id = 0
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            with self._lock:
+                if "ready" in event:
+                    self.preloaded = dict(event["ready"])
+                elif "returncode" in event:
+                    self._returncodes[event["id"]] = int(event["returncode"])
+                elif "pid" in event:
+                    self._pids[event["id"]] = int(event["pid"])
+                self._lock.notify_all()
+        with self._lock:
+            self.dead = True
+            self._lock.notify_all()
+
+    def ready(self) -> bool:
+        """Wait until the server has imported its modules; False when it died or took too long."""
+        with self._lock:
+            self._lock.wait_for(
+                lambda: self.preloaded is not None or self.dead,
+                timeout=max(0.0, self.started_at + self.START_TIMEOUT_S - time.monotonic()),
+            )
+            return self.preloaded is not None and not self.dead
+
+    def fork(self, module: str, ctx: Context, out_file: Path, log: Path, tmpdir: Path) -> ForkedCheck:
+        with self._lock:
+            self._next_id += 1
+            request_id = self._next_id
+        request = {
+            "id": request_id,
+            "module": module,
+            "ctx": ctx.to_dict(),
+            "out": str(out_file),
+            "log": str(log),
+            "tmpdir": str(tmpdir),
+        }
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        with self._lock:
+            self._lock.wait_for(lambda: request_id in self._pids or self.dead, timeout=30)
+            pid = self._pids.get(request_id)
+        if pid is None:
+            raise OSError("the fork server did not start the check")
+        return ForkedCheck(self, request_id, pid)
+
+    def returncode(self, request_id: int) -> int | None:
+        with self._lock:
+            code = self._returncodes.get(request_id)
+            if code is None and self.dead:
+                return -signal.SIGKILL  # the server is gone: its children were killed with it
+            return code
+
+    def close(self) -> None:
+        """Closing stdin tells the server to kill what it still runs and leave; then make sure it did."""
+        with contextlib.suppress(OSError):
+            if self.proc.stdin:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=KILL_GRACE_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@dataclass
+class ForkedCheck:
+    """A check forked by a ForkServer: what the runner needs of a Popen (pid, poll)."""
+
+    server: ForkServer
+    request_id: int
+    pid: int
+    returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.server.returncode(self.request_id)
+        return self.returncode
+
+
+class Handle(Protocol):
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+
+class ForkServers:
+    """One ForkServer per distinct IMPORTS, started together at the beginning of a run."""
+
+    def __init__(self, specs: Sequence[CheckSpec]) -> None:
+        self.servers: dict[tuple[str, ...], ForkServer] = {}
+        if os.environ.get("VERIFY_FORKSERVER", "1") == "0":
+            return
+        for spec in specs:
+            if spec.problem is None and spec.imports not in self.servers:
+                self.servers[spec.imports] = ForkServer(spec.imports)
+
+    def for_spec(self, spec: CheckSpec) -> ForkServer | None:
+        server = self.servers.get(spec.imports)
+        return server if server is not None and server.ready() else None
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
+
+
+@dataclass
+class Running:
+    """A check that has been started: its process group, its files and its deadline."""
+
+    spec: CheckSpec
+    handle: Handle
+    start: float
+    timeout_s: float
+    out_file: Path
+    log: Path
+    via: str  # "forkserver" or "worker": how it was started (in the report's details on a FAIL)
+    log_fh: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def deadline(self) -> float:
+        return self.start + self.timeout_s
+
+
+def start_check(
+    spec: CheckSpec, ctx: Context, timeout_s: float, workdir: Path, servers: ForkServers
+) -> Running:
+    """Start one check in its own process group: forked from its warm server, else a fresh worker."""
     out_file = workdir / f"{spec.name}.result.json"
     log = workdir / f"{spec.name}.log"
+    tmpdir = workdir / f"{spec.name}.tmp"  # its TMPDIR: what it leaves there goes with the run's temp dir
+    tmpdir.mkdir(exist_ok=True)
     check_ctx = replace(ctx, timeout_s=timeout_s)
-    cmd = [sys.executable, "-m", "verify.worker", spec.module, json.dumps(check_ctx.to_dict()), str(out_file)]
     start = time.monotonic()
-    with log.open("wb") as log_fh:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_fh,
-            stderr=subprocess.STDOUT,
-            env=_child_env(),
-            start_new_session=True,
-        )
+    server = servers.for_spec(spec)
+    if server is not None:
+        with contextlib.suppress(OSError):
+            handle = server.fork(spec.module, check_ctx, out_file, log, tmpdir)
+            return Running(spec, handle, start, timeout_s, out_file, log, "forkserver")
+    cmd = [sys.executable, "-m", "verify.worker", spec.module, json.dumps(check_ctx.to_dict()), str(out_file)]
+    log_fh = log.open("wb")
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=log_fh,
+        stderr=subprocess.STDOUT,
+        env=_child_env() | {"TMPDIR": str(tmpdir)},
+        start_new_session=True,
+    )
+    return Running(spec, proc, start, timeout_s, out_file, log, "worker", log_fh)
+
+
+def _wait_gone(running: Running, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while running.handle.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def stop_check(running: Running) -> None:
+    """SIGTERM the check's whole process group, then SIGKILL what is left after a grace period."""
+    for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
         try:
-            returncode = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            elapsed = time.monotonic() - start
-            return Result(
-                spec.name,
-                Status.FAIL,
-                f"timed out after {timeout_s:g} s (killed)",
-                details={"log_tail": _log_tail(log)},
-                duration_s=elapsed,
-            )
-        except BaseException:  # Ctrl-C or SIGTERM: stop this check (and its children) before leaving
-            _kill_group(proc)
-            raise
-        finally:
-            _reap_leftovers(proc.pid)
-    result = _read_result(out_file, spec, returncode)
-    result = replace(result, name=spec.name, duration_s=time.monotonic() - start)
+            os.killpg(running.handle.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        _wait_gone(running, wait_s)
+    _finish_files(running)
+
+
+def _finish_files(running: Running) -> None:
+    _reap_leftovers(running.handle.pid)
+    if running.log_fh is not None:
+        running.log_fh.close()
+
+
+def collect(running: Running, returncode: int) -> Result:
+    """The Result of a check whose process has ended."""
+    _finish_files(running)
+    spec = running.spec
+    result = _read_result(running.out_file, spec, returncode)
+    result = replace(result, name=spec.name, duration_s=time.monotonic() - running.start)
     if result.status is not Status.PASS:
-        tail = _log_tail(log)
+        tail = _log_tail(running.log)
         if tail:
             result.details.setdefault("log_tail", tail)
     return result
 
 
+def timed_out(running: Running) -> Result:
+    stop_check(running)
+    return Result(
+        running.spec.name,
+        Status.FAIL,
+        f"timed out after {running.timeout_s:g} s (killed)",
+        details={"log_tail": _log_tail(running.log)},
+        duration_s=time.monotonic() - running.start,
+    )
+
+
 def effective_timeout(spec: CheckSpec, override_s: float | None) -> float:
     return float(override_s) if override_s is not None else spec.default_timeout_s
+
+
+POLL_S = 0.02
 
 
 def run_checks(
@@ -240,33 +432,59 @@ def run_checks(
     timeout_override_s: float | None = None,
     progress: Progress | None = None,
 ) -> RunOutcome:
-    """Run every check in order. Ctrl-C/SIGTERM stops the current one; it and the rest become SKIP."""
-    results: list[Result] = []
+    """Run every check: the exclusive ones one at a time in order, the others one at a time beside them.
+    Ctrl-C/SIGTERM stops the running ones (SKIP, "interrupted after") and the rest (SKIP, "not run")."""
+    lanes = {
+        True: deque(s for s in specs if s.exclusive),
+        False: deque(s for s in specs if not s.exclusive),
+    }
+    results: dict[str, Result] = {}
+    running: dict[bool, Running] = {}
     interrupted = False
+
+    def finish(result: Result) -> None:
+        results[result.name] = result
+        if progress:
+            progress.finished(result)
+
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp, _sigterm_as_interrupt():
-        for index, spec in enumerate(specs):
-            timeout_s = effective_timeout(spec, timeout_override_s)
-            if progress:
-                progress.started(spec, timeout_s)
-            start = time.monotonic()
-            try:
-                result = run_one(spec, ctx, timeout_s, Path(tmp))
-            except (KeyboardInterrupt, _Interrupted):
-                interrupted = True
-                elapsed = time.monotonic() - start
-                result = Result(
-                    spec.name, Status.SKIP, f"interrupted after {elapsed:.1f} s", duration_s=elapsed
+        servers = ForkServers(specs)
+        try:
+            while any(lanes.values()) or running:
+                for lane, queue in lanes.items():
+                    if lane not in running and queue:
+                        spec = queue.popleft()
+                        timeout_s = effective_timeout(spec, timeout_override_s)
+                        if progress:
+                            progress.started(spec, timeout_s)
+                        running[lane] = start_check(spec, ctx, timeout_s, Path(tmp), servers)
+                for lane, now in list(running.items()):
+                    returncode = now.handle.poll()
+                    if returncode is not None:
+                        finish(_named(collect(now, returncode), now.spec))
+                        del running[lane]
+                    elif time.monotonic() > now.deadline:
+                        finish(_named(timed_out(now), now.spec))
+                        del running[lane]
+                time.sleep(POLL_S)
+        except (KeyboardInterrupt, _Interrupted):
+            interrupted = True
+            for now in running.values():
+                stop_check(now)
+                elapsed = time.monotonic() - now.start
+                finish(
+                    Result(
+                        now.spec.name, Status.SKIP, f"interrupted after {elapsed:.1f} s", duration_s=elapsed
+                    )
                 )
-                results.append(result)
-                if progress:
-                    progress.finished(result)
-                for rest in specs[index + 1 :]:
-                    skipped = Result(rest.name, Status.SKIP, "interrupted: not run")
-                    results.append(skipped)
-                    if progress:
-                        progress.finished(skipped)
-                break
-            results.append(result)
-            if progress:
-                progress.finished(result)
-    return RunOutcome(results=results, interrupted=interrupted)
+            for spec in specs:
+                if spec.name not in results:
+                    finish(Result(spec.name, Status.SKIP, "interrupted: not run"))
+        finally:
+            servers.close()
+    ordered = [results[spec.name] for spec in specs if spec.name in results]
+    return RunOutcome(results=ordered, interrupted=interrupted)
+
+
+def _named(result: Result, spec: CheckSpec) -> Result:
+    return result if result.name == spec.name else replace(result, name=spec.name)

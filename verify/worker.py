@@ -12,6 +12,7 @@ import importlib
 import json
 import math
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -67,7 +68,18 @@ def write_result(result: Result, out_file: Path) -> None:
     tmp.replace(out_file)
 
 
+def exit_on_sigterm() -> None:
+    """The runner stops a check with SIGTERM (then SIGKILL after a grace period): raise SystemExit, so the
+    check's `finally` blocks and context managers stop what it started and remove its temporary files."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str]) -> int:
+    exit_on_sigterm()
     if len(argv) != 3:
         print("usage: python -m verify.worker MODULE CONTEXT_JSON OUT_FILE", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ from verify.result import Result, Status
 NAME = "amp"
 DESCRIPTION = "autocast bf16 (and fp16 + GradScaler on CUDA): dtype policy, falling loss, parity with fp32"
 DEFAULT_TIMEOUT_S = 120.0
+IMPORTS = ("torch",)  # imported once, before CUDA, by the fork server
+EXCLUSIVE = True  # a GPU measurement: runs alone among the exclusive checks
 
 TOLERANCE = {"bf16": 1e-2, "fp16": 5e-3}
 STEPS = 30

@@ -30,6 +30,8 @@ from verify.result import Result, Status
 NAME = "bert"
 DESCRIPTION = "BERT training step: samples/s, TFLOP/s, MFU vs spec and vs measured bf16 peak, memory"
 DEFAULT_TIMEOUT_S = 300.0
+IMPORTS = ("torch", "transformers")  # imported once, before CUDA, by the fork server
+EXCLUSIVE = True  # a GPU measurement: runs alone among the exclusive checks
 
 # The GPU setting: GPU-bound (see the module docstring); the reference table holds its figure.
 GPU_SETTING = {"size": "base", "seq": 128, "batch": 256, "precision": "bf16"}

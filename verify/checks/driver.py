@@ -26,6 +26,8 @@ from verify.result import Result, Status
 NAME = "driver"
 DESCRIPTION = "NVIDIA driver vs the CUDA runtime; per GPU memory, ECC, MIG, throttling, temperature, power"
 DEFAULT_TIMEOUT_S = 60.0
+IMPORTS = ("torch",)  # imported once, before CUDA, by the fork server
+EXCLUSIVE = False  # runs beside the GPU measurements: NVML queries and torch's CUDA version: no GPU work
 
 # nvmlClocksEventReason* / nvmlClocksThrottleReason* bits (nvml.h).
 THROTTLE_BITS: dict[int, str] = {

@@ -30,6 +30,8 @@ DESCRIPTION = (
     "versions of Python, torch, CUDA runtime, cuDNN, NCCL, transformers; compared with the image manifest"
 )
 DEFAULT_TIMEOUT_S = 60.0
+IMPORTS = ("torch",)  # imported once, before CUDA, by the fork server
+EXCLUSIVE = False  # runs beside the GPU measurements: reads versions only
 MANIFEST_SCHEMA = 1
 
 

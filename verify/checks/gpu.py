@@ -30,6 +30,8 @@ DESCRIPTION = (
     "bandwidth vs spec"
 )
 DEFAULT_TIMEOUT_S = 180.0
+IMPORTS = ("torch",)  # imported once, before CUDA, by the fork server
+EXCLUSIVE = True  # a GPU measurement: runs alone among the exclusive checks
 
 # Relative error bounds ||gpu - ref|| / ||ref|| against a float64 CPU reference (typical figures):
 # float32 arithmetic lands far under 1e-3; TF32 near 3e-4; bf16 operands between 1e-3 and 1e-2.

@@ -41,6 +41,8 @@ from verify.result import Result, Status
 NAME = "host"
 DESCRIPTION = "/dev/shm size, cgroup memory limit, memlock limit where InfiniBand/RoCE devices exist"
 DEFAULT_TIMEOUT_S = 30.0
+IMPORTS = ()  # nothing heavy: its fork server is a plain Python
+EXCLUSIVE = False  # runs beside the GPU measurements: reads /proc and /sys
 
 GiB = 1024**3
 MiB = 1024**2

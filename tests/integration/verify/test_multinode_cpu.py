@@ -169,19 +169,28 @@ def test_a_rank_that_dies_fails_the_job_naming_it(tmp_path):
 
 
 def _nccl_child(pid: int, deadline: float) -> int:
-    """The pid of the nccl check's process under `verify run` pid (the runner's child, its own session)."""
+    """The pid of the nccl check's process under `verify run` pid: a child of one of its fork servers, named
+    "verify:nccl" (or, without fork servers, `python -m verify.worker verify.checks.nccl ...`)."""
     while time.monotonic() < deadline:
+        parents: dict[int, int] = {}
+        found: dict[int, bytes] = {}
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 stat = (entry / "stat").read_text()
-                cmd = (entry / "cmdline").read_bytes()
+                cmd = (entry / "cmdline").read_bytes() + (entry / "comm").read_bytes()
             except OSError:
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid and b"verify.checks.nccl" in cmd:
-                return int(entry.name)
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            found[int(entry.name)] = cmd
+        for child, cmd in found.items():
+            if b"verify:nccl" in cmd or b"verify.checks.nccl" in cmd:
+                ancestor = parents.get(child)
+                while ancestor not in (None, 0, 1, pid):
+                    ancestor = parents.get(ancestor)
+                if ancestor == pid:
+                    return child
         time.sleep(0.1)
     raise AssertionError("the nccl check never started")
 
@@ -204,3 +213,47 @@ def test_a_rank_that_hangs_in_the_all_reduce_fails_the_job_in_time(tmp_path):
     assert nccl["status"] == "fail"
     assert "rank 3 (node 1): timed out" in nccl["summary"], nccl["summary"]
     assert nccl["details"]["per_rank"]["3"] == "fail"
+
+
+def test_rank_0_killed_mid_job_gives_the_others_a_clear_line_not_a_traceback(tmp_path):
+    """Under srun rank 0's `verify run` hosts the job's store: when it dies, every other rank says so in one
+    line and exits 1 (it used to end in a DistNetworkError traceback), and node 1 still writes its report."""
+    procs = _slurm_procs(tmp_path, FAULT_TIMEOUT_S)
+    node1 = tmp_path / "nodes"
+    deadline = time.monotonic() + 90
+    # Kill rank 0 once node 1's leader has connected and is into its local checks: its fork servers run.
+    while not _has_forkserver(procs[2].pid):
+        assert time.monotonic() < deadline, "rank 2 never started its local checks"
+        assert procs[0].poll() is None, procs[0].communicate()[0]
+        time.sleep(0.1)
+    os.killpg(procs[0].pid, signal.SIGKILL)
+    results = _finish({r: p for r, p in procs.items() if r != 0}, timeout=120)
+    for rank, (code, text) in results.items():
+        assert code == 1, (rank, text)
+        assert "Traceback" not in text, (rank, text)
+        # rank 2 was connected (its local checks ran); a slower rank may not have reached the store yet
+        said = [
+            f"verify: FAIL: rank {rank} lost the job's store",
+            f"verify: FAIL: rank {rank} could not reach",
+        ]
+        assert any(line in text for line in said[: 1 if rank == 2 else 2]), (rank, text)
+        assert "rank 0" in text.split("verify: FAIL:", 1)[1], (rank, text)
+    reports = [p.name[:8] for p in node1.glob("*.json")]
+    assert reports == ["node0001"], reports
+    node = json.loads(next(node1.glob("*.json")).read_text())
+    assert [r["name"] for r in node["results"]] == ["env", "nccl"], node["results"]
+    assert node["results"][0]["status"] == "pass"
+    assert node["results"][1]["status"] == "fail", node["results"][1]
+
+
+def _has_forkserver(pid: int) -> bool:
+    """Whether process `pid` has started a `verify.forkserver` child (it is running its local checks)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"verify.forkserver" in cmdline:
+            return True
+    return False
