@@ -36,7 +36,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from verify.forkserver import die_with_parent
+
 MiB = 1 << 20
+LAUNCHER_PID_VAR = "VERIFY_LAUNCHER_PID"  # a rank dies with the process whose pid this is (die_with_launcher)
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -287,6 +290,7 @@ def start_rank(
     env = {k: v for k, v in os.environ.items() if k != "TORCHELASTIC_USE_AGENT_STORE"}
     env.update(env_updates)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
+    env[LAUNCHER_PID_VAR] = str(os.getpid())
     result = str(folder / f"{name}.json")
     command = [sys.executable, "-m", "verify.distributed", json.dumps(asdict(cfg)), result]
     with (folder / f"{name}.err").open("wb") as log:
@@ -297,6 +301,18 @@ def start_rank(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def die_with_launcher() -> None:
+    """In a rank: be SIGKILLed when the process that started it dies, however it dies (a SIGKILL from the
+    runner's timeout cannot be caught, so no `finally` in the launcher runs). Where the launcher is already
+    gone, leave at once."""
+    launcher = os.environ.pop(LAUNCHER_PID_VAR, None)
+    if launcher is None:
+        return
+    die_with_parent()
+    if os.getppid() != int(launcher):
+        os._exit(1)
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -340,13 +356,15 @@ def launch_local(
             procs[r] = start_rank(cfg, env, tmpdir, f"rank{r}")
         deadline = t0 + timeout_s
         timed_out = False
-        while any(p.poll() is None for p in procs.values()):
-            if time.monotonic() > deadline:
-                timed_out = True
-                for p in procs.values():
-                    kill_group(p)
-                break
-            time.sleep(0.05)
+        try:
+            while any(p.poll() is None for p in procs.values()):
+                if time.monotonic() > deadline:
+                    timed_out = True
+                    break
+                time.sleep(0.05)
+        finally:  # the deadline, Ctrl-C or the runner's SIGTERM: no rank outlives this launcher
+            for p in procs.values():
+                kill_group(p)
         results, tails = [], {}
         for r in ranks:
             result, tails[r] = read_rank(tmpdir, f"rank{r}")
@@ -361,12 +379,35 @@ def launch_local(
     )
 
 
+def run_single(cfg: CollectiveConfig) -> LaunchOutcome:
+    """One rank in this very process (one GPU): NCCL is initialised and reduces as in launch_local, without
+    starting a Python that imports torch again. The rendezvous is a free port on 127.0.0.1."""
+    t0 = time.monotonic()
+    saved = {k: os.environ.get(k) for k in (*TORCHRUN_VARS, "LOCAL_WORLD_SIZE")}
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(free_port())
+    try:
+        result = run_worker(cfg)
+        code = 0
+    except Exception as exc:  # reported as launch_local reports a worker's exception
+        result = RankResult(0, 1, "", False, error=f"{type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return LaunchOutcome([result], False, {0: code}, {0: ""}, time.monotonic() - t0)
+
+
 def torchrun_env() -> bool:
     """True when this process is one rank of a torchrun (or similar env://) job it should join."""
     return all(v in os.environ for v in TORCHRUN_VARS[:2]) and all(v in os.environ for v in TORCHRUN_VARS[3:])
 
 
 def _main(argv: list[str]) -> int:
+    die_with_launcher()
     cfg = CollectiveConfig(**json.loads(argv[0]))
     out = Path(argv[1])
     try:

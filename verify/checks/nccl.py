@@ -32,6 +32,7 @@ from verify.distributed import (
     LaunchOutcome,
     RankResult,
     launch_local,
+    run_single,
     run_worker,
     torchrun_env,
 )
@@ -43,6 +44,8 @@ DESCRIPTION = (
     "all_reduce on one process per GPU: exact sums at 4 sizes, algbw/busbw 1 MiB..1 GiB (gloo on CPU)"
 )
 DEFAULT_TIMEOUT_S = 180.0
+IMPORTS = ("torch",)  # imported once, before CUDA, by the fork server
+EXCLUSIVE = True  # a GPU measurement: runs alone among the exclusive checks
 MARGIN_S = 10.0  # the launcher gives up this long before the runner's own timeout, to report what hung
 GLOO_RANKS = 2  # CPU processes for the gloo path: 2 is the smallest ring; more only cost time on small hosts
 
@@ -201,8 +204,12 @@ def run(ctx: Context) -> Result:
         if isinstance(wanted, str):
             return done(Status.FAIL, wanted, {}, details)
         nprocs = wanted
-        details["launch"] = f"{nprocs} local processes, env:// rendezvous on 127.0.0.1"
-        outcome = launch_local(cfg, nprocs, timeout_s)
+        if backend == "nccl" and nprocs == 1:  # one GPU: this process is the rank (no second import)
+            details["launch"] = "1 rank in the check's own process, env:// rendezvous on 127.0.0.1"
+            outcome = run_single(cfg)
+        else:
+            details["launch"] = f"{nprocs} local processes, env:// rendezvous on 127.0.0.1"
+            outcome = launch_local(cfg, nprocs, timeout_s)
         details["wall_s"] = round(outcome.wall_s, 2)
         problems, rank0 = evaluate(outcome, nprocs, timeout_s)
         if problems:
