@@ -41,6 +41,10 @@ class StoreUnreachable(RuntimeError):
     """The job's store could not be reached or hosted (the message says where and the fix)."""
 
 
+class StoreLost(StoreUnreachable):
+    """The job's store went away mid-job: under srun rank 0's `verify run` hosts it, so rank 0 is gone."""
+
+
 class Store:
     """The job's message board: JSON values under "verify/<key>/<rank>", read with deadlines."""
 
@@ -68,20 +72,37 @@ class Store:
             ) from None
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         self._prefix = f"verify/{attempt}"
+        self._where = f"{topo.master_addr}:{topo.master_port}"
+        self._rank = topo.rank
+        self._host = "rank 0's `verify run`" if topo.launcher == "slurm" else "torchrun's agent on node 0"
 
     def _key(self, key: str, who: int) -> str:
         return f"{self._prefix}/{key}/{who}"
 
+    def _lost(self, exc: Exception, doing: str) -> StoreLost:
+        return StoreLost(
+            f"rank {self._rank} lost the job's store at {self._where} while {doing} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no message'}): "
+            f"{self._host} hosts it, so it died or was interrupted; fix: see rank 0's output (its node's "
+            "report, if it wrote one, says why), then rerun the job"
+        )
+
     def post(self, key: str, who: int, value: Any) -> None:
-        self._tcp.set(self._key(key, who), json.dumps(value))
+        try:
+            self._tcp.set(self._key(key, who), json.dumps(value))
+        except (RuntimeError, OSError) as exc:  # DistNetworkError, DistStoreError: RuntimeErrors
+            raise self._lost(exc, f"posting {key!r}") from None
 
     def gather(self, key: str, who: Sequence[int], deadline: float) -> tuple[dict[int, Any], list[int]]:
         """The values posted by `who` before the deadline, and who never posted."""
         got: dict[int, Any] = {}
         while True:
             for w in who:
-                if w not in got and self._tcp.check([self._key(key, w)]):
-                    got[w] = json.loads(self._tcp.get(self._key(key, w)))
+                try:
+                    if w not in got and self._tcp.check([self._key(key, w)]):
+                        got[w] = json.loads(self._tcp.get(self._key(key, w)))
+                except (RuntimeError, OSError) as exc:
+                    raise self._lost(exc, f"waiting for {key!r}") from None
             if len(got) == len(who) or time.monotonic() > deadline:
                 return got, [w for w in who if w not in got]
             time.sleep(POLL_S)
@@ -207,41 +228,50 @@ def run_job(
     if topo.is_node_leader and local_specs:
         ran = run_checks(local_specs, ctx, timeout_override_s, progress)
         local, interrupted = ran.results, ran.interrupted
-    store.post("ready", topo.rank, {"host": socket.gethostname(), "node": topo.node_rank})
-
-    t_ready = time.monotonic()
-    if topo.is_leader:
-        _, missing = store.gather("ready", everyone, t_ready + local_budget)
-        store.post("go", 0, {"missing": missing})
-    else:
-        go = store.wait("go", 0, t_ready + local_budget + slack)
-        missing = [0] if go is None else list(go["missing"])
-
     nccl: Result | None = None
-    if nccl_specs:
-        if missing:
-            nccl = missing_result(missing, topo, "reached the all-reduce", time.monotonic() - t_ready)
-        else:
-            ran = run_checks(nccl_specs, ctx, timeout_override_s, progress if topo.is_leader else None)
-            nccl, interrupted = ran.results[0], interrupted or ran.interrupted
-        store.post("nccl", topo.rank, nccl.to_dict())
+    outcome = JobOutcome(local=local, nccl=None, interrupted=interrupted)
+    try:
+        store.post("ready", topo.rank, {"host": socket.gethostname(), "node": topo.node_rank})
 
-    outcome = JobOutcome(local=local, nccl=nccl, interrupted=interrupted)
-    t_done = time.monotonic()
-    if topo.is_node_leader:
-        outcome.node_report = write_node_report(local + ([nccl] if nccl else []))
-        failed = [r.name for r in local if r.status is Status.FAIL]
-        store.post(
-            "node",
-            topo.node_rank,
-            {
-                "node_rank": topo.node_rank,
-                "hostname": socket.gethostname(),
-                "report": str(outcome.node_report) if outcome.node_report else None,
-                "failed": failed,
-                "summary": {s.value: sum(1 for r in local if r.status is s) for s in Status},
-            },
-        )
+        t_ready = time.monotonic()
+        if topo.is_leader:
+            _, missing = store.gather("ready", everyone, t_ready + local_budget)
+            store.post("go", 0, {"missing": missing})
+        else:
+            go = store.wait("go", 0, t_ready + local_budget + slack)
+            missing = [0] if go is None else list(go["missing"])
+
+        if nccl_specs:
+            if missing:
+                nccl = missing_result(missing, topo, "reached the all-reduce", time.monotonic() - t_ready)
+            else:
+                ran = run_checks(nccl_specs, ctx, timeout_override_s, progress if topo.is_leader else None)
+                nccl, interrupted = ran.results[0], interrupted or ran.interrupted
+            store.post("nccl", topo.rank, nccl.to_dict())
+
+        outcome.nccl, outcome.interrupted = nccl, interrupted
+        t_done = time.monotonic()
+        if topo.is_node_leader:
+            outcome.node_report = write_node_report(local + ([nccl] if nccl else []))
+            failed = [r.name for r in local if r.status is Status.FAIL]
+            store.post(
+                "node",
+                topo.node_rank,
+                {
+                    "node_rank": topo.node_rank,
+                    "hostname": socket.gethostname(),
+                    "report": str(outcome.node_report) if outcome.node_report else None,
+                    "failed": failed,
+                    "summary": {s.value: sum(1 for r in local if r.status is s) for s in Status},
+                },
+            )
+    except StoreLost:
+        # Rank 0 is gone. This node's own findings still count: its leader writes the node report (for
+        # `verify fleet`) before the CLI prints why the job cannot finish.
+        if topo.is_node_leader and outcome.node_report is None:
+            lost = Result(NCCL, Status.FAIL, "not finished: the job's store (rank 0) went away mid-job")
+            outcome.node_report = write_node_report([*local, nccl or lost] if nccl_specs else local)
+        raise
     if topo.is_leader:
         deadline = t_done + nccl_budget
         if nccl_specs:  # a rank that never came to "ready" cannot post: it is missing already
