@@ -340,6 +340,21 @@ def ensure_writable(path: Path, flag: str) -> Path:
     return path
 
 
+def ensure_writable_dir(path: Path, flag: str) -> Path:
+    """The folder exists (made if need be) and a file can be written in it; else exit 2 before any check."""
+    path = path.expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".verify-probe-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{flag} {path}: cannot write there ({exc.strerror or exc}); fix: choose a writable folder "
+            "(in a job: one every node sees)"
+        ) from None
+    return path
+
+
 def _default_json() -> Path:
     """./verify-report.json, or the temp dir when the working directory is read-only."""
     try:
@@ -485,6 +500,8 @@ def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
         raise UsageError(f"--manifest {args.manifest}: no such file; fix: give the image's manifest.json")
     json_path = ensure_writable(args.json, "--json") if args.json else _default_json()
     junit_path = ensure_writable(args.junit, "--junit") if args.junit else None
+    if args.report_dir:  # checked now, not after every check has run (the node would be reported missing)
+        args.report_dir = ensure_writable_dir(args.report_dir, "--report-dir")
     manifest = args.manifest or DEFAULT_MANIFEST
     needs_gpu = require_gpu(args.require_gpu, os.environ)
     ctx = Context(quick=args.quick, timeout_s=args.timeout, manifest_path=manifest, require_gpu=needs_gpu)

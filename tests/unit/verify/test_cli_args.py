@@ -84,6 +84,15 @@ def test_unwritable_report_path_is_a_usage_error(capsys, tmp_path):
     assert "fix: choose a writable path" in err
 
 
+def test_unwritable_report_dir_is_a_usage_error_before_any_check(capsys, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    err = _usage_error(capsys, ["run", "--only", "env", "--report-dir", str(blocker / "nodes")])
+    assert f"--report-dir {blocker / 'nodes'}: cannot write there" in err
+    assert "fix: choose a writable folder" in err
+    assert "PASS" not in capsys.readouterr().out  # no check ran
+
+
 def test_missing_manifest_is_a_usage_error(capsys, tmp_path):
     err = _usage_error(capsys, ["run", "--manifest", str(tmp_path / "nope.json")])
     assert "--manifest" in err and "no such file" in err
