@@ -16,6 +16,11 @@ from verify.fleet import METRICS, Fleet, Median, NodeFacts, table_rows
 
 W, H = 1100, 260
 PAD_L, PAD_R, PAD_T, PAD_B = 70, 20, 20, 40
+# Bar charts name each node under its bar, slanted 45 degrees so that neighbours never overlap: a 10 px font
+# needs LABEL_PITCH px between baselines, and LABEL_CHARS characters (~6 px each) need ~60 px of height.
+LABEL_PITCH, LABEL_CHARS = 12.0, 14
+PAD_B_BARS = 90
+H_BARS = H + PAD_B_BARS - PAD_B
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px}h3{font-size:15px;margin:18px 0 4px}
@@ -43,12 +48,15 @@ def bar_chart(model: str, metric: str, setting: str, fleet: Fleet, flagged: set[
     if not members or med is None:
         return ""
     label, unit = METRICS[metric]
-    top = max([v for v, _ in members] + [med.median] + ([med.reference] if med.reference else [])) * 1.08
-    pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
+    # a figure that is 0 on every node (a dead link) still gets a scale: 0 would divide by zero
+    top = (
+        max([v for v, _ in members] + [med.median] + ([med.reference] if med.reference else [])) * 1.08 or 1.0
+    )
+    pw, ph = W - PAD_L - PAD_R, H_BARS - PAD_T - PAD_B_BARS
     step = min(pw / len(members), 48.0)  # a few nodes: bars, not slabs
     y = lambda v: PAD_T + ph * (1 - v / top)  # noqa: E731
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H_BARS}" role="img" '
         f'aria-label="{escape(label)}">'
     ]
     for i in range(5):
@@ -64,10 +72,11 @@ def bar_chart(model: str, metric: str, setting: str, fleet: Fleet, flagged: set[
             f'height="{PAD_T + ph - y(v):.1f}" fill="{color}">'
             f"<title>{escape(node)}: {_num(v)} {unit}</title></rect>"
         )
-        if len(members) <= 40:
+        if step >= LABEL_PITCH:  # names slanted, one per bar; with more nodes than fit, hover the bars
+            tx, ty = PAD_L + (i + 0.42) * step, H_BARS - PAD_B_BARS + 10
             parts.append(
-                f'<text x="{PAD_L + (i + 0.42) * step:.1f}" y="{H - PAD_B + 12}" font-size="10" '
-                f'text-anchor="middle">{escape(node[:14])}</text>'
+                f'<text x="{tx:.1f}" y="{ty}" font-size="10" text-anchor="end" '
+                f'transform="rotate(-45 {tx:.1f} {ty})">{escape(node[:LABEL_CHARS])}</text>'
             )
     lines = [(med.median, "#1f4fbf", f"fleet median {_num(med.median)}")]
     if med.reference:
@@ -82,8 +91,8 @@ def bar_chart(model: str, metric: str, setting: str, fleet: Fleet, flagged: set[
             f'font-size="11" text-anchor="{anchor}" fill="{color}" font-weight="bold">{escape(text)}</text>'
         )
     parts.append(
-        f'<text x="{PAD_L}" y="{H - 8}" font-size="11">{len(members)} nodes, slowest first; red = more than '
-        f"{fleet.tolerance_pct:g}% below the median; {unit}</text></svg>"
+        f'<text x="{PAD_L}" y="{H_BARS - 8}" font-size="11">{len(members)} nodes, slowest first; red = more '
+        f"than {fleet.tolerance_pct:g}% below the median; {unit}</text></svg>"
     )
     ref_note = (
         f'<div class="note">reference: {escape(med.reference_note)}</div>' if med.reference_note else ""
