@@ -16,6 +16,7 @@ Protocol, through the job's store (verify.jobrun.Store: torchrun's agent store, 
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 import tempfile
@@ -75,13 +76,35 @@ def default_scale_tolerance(backend: str) -> float:
 
 def local_address(toward: str) -> str:
     """This node's address as other nodes reach it: the source address of the route toward the store's
-    host (no packet is sent), else what the host name resolves to."""
+    host (no packet is sent), else what the host name resolves to. On the store's own host that route is
+    the loopback (and Debian's /etc/hosts maps the host name to 127.0.1.1): see reachable_address."""
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect((toward, 9))
             return str(s.getsockname()[0])
     except OSError:
         return socket.gethostbyname(socket.gethostname())
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def reachable_address(mine: str, others: Sequence[str]) -> str:
+    """`mine`, unless it is a loopback address and another node's is not: then the source address of the
+    route toward that node, the interface it reaches this one through (a loopback address named node 0 bad
+    in every trial it hosted)."""
+    if not is_loopback(mine):
+        return mine
+    for other in others:
+        if not is_loopback(other):
+            found = local_address(other)
+            if not is_loopback(found):
+                return found
+    return mine
 
 
 def _last_line(text: str) -> str:
@@ -189,6 +212,9 @@ def _coordinate(store: Store, topo: Topology, opts: SweepOptions, say: Callable[
     joined, missing = store.gather("sweep-node", everyone, time.monotonic() + opts.slack_s * 2)
     names = {n: str(joined[n]["host"]) for n in joined}
     addresses = {n: str(joined[n]["address"]) for n in joined}
+    if topo.node_rank in addresses:
+        others = [a for n, a in addresses.items() if n != topo.node_rank]
+        addresses[topo.node_rank] = reachable_address(addresses[topo.node_rank], others)
     sweep = Sweep(
         everyone,
         names=names,
