@@ -9,13 +9,14 @@ first --warmup requests are sent the same way and not counted (the first passes 
 caches). The texts are the data set's, in turn. Latency is the client's: from sending the request to the
 last byte of the answer. The server's batch sizes during the counted part come from /healthz.
 
-Exit codes: 0 every counted request answered 200, 1 some did not (or the server was not reachable),
-2 usage error.
+Exit codes: 0 every counted request answered 200, 1 some did not (or the server stopped answering),
+2 usage error, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import http.client
 import json
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "chinese_reviews_synthetic.csv"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 TIMEOUT_S = 60
 
 
@@ -145,20 +146,26 @@ def run(opts: Options, texts: Sequence[str]) -> Report:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counted_start = threading.Event()
+    stop = threading.Event()  # the run failed or was interrupted: every client leaves after its request
     warm = threading.Barrier(opts.concurrency + 1)  # the clients and the timer: the count starts together
 
     def client_loop() -> None:
         client = Client(opts.url)
         in_warmup = True
-        while True:
+        while not stop.is_set():
             with lock:
                 number = next(counter, None)
             if number is None:
                 break
             if in_warmup and number >= opts.warmup:
                 in_warmup = False
-                warm.wait()
+                try:
+                    warm.wait()
+                except threading.BrokenBarrierError:
+                    return
                 counted_start.wait()
+                if stop.is_set():
+                    return
             began = time.perf_counter()
             try:
                 status, _ = client.post("/predict", {"text": texts[number % len(texts)]})
@@ -174,17 +181,26 @@ def run(opts: Options, texts: Sequence[str]) -> Report:
                 else:
                     errors[outcome] = errors.get(outcome, 0) + 1
         if in_warmup:  # fewer counted requests than clients: this one still releases the barrier
-            warm.wait()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                warm.wait()
 
     before = server_stats(opts.url)
     with ThreadPoolExecutor(max_workers=opts.concurrency) as pool:
         futures = [pool.submit(client_loop) for _ in range(opts.concurrency)]
-        warm.wait()
-        stats_at_start = server_stats(opts.url)["stats"]
-        start = time.perf_counter()
-        counted_start.set()
-        for future in futures:
-            future.result()
+        try:
+            warm.wait()
+            stats_at_start = server_stats(opts.url)["stats"]
+            start = time.perf_counter()
+            counted_start.set()
+            for future in futures:
+                future.result()
+        except BaseException:
+            # /healthz failed after the warm-up, or Ctrl-C: release every client waiting for the count to
+            # start and stop the others after their request, or leaving this `with` would wait forever
+            stop.set()
+            warm.abort()
+            counted_start.set()
+            raise
     seconds = time.perf_counter() - start
     after = server_stats(opts.url)
     latencies.sort()
@@ -252,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         report = run(opts, texts)
+    except KeyboardInterrupt:
+        print("interrupted: no report", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (OSError, http.client.HTTPException, json.JSONDecodeError) as exc:
         print(
             f"error: {opts.url} did not answer ({exc}); fix: start the server (python serve.py ...) "
