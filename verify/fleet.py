@@ -287,14 +287,19 @@ def _bert_metric(bert: dict[str, Any], out: dict[str, Metric], notes: list[str])
 
 
 def _nccl_metric(nccl: dict[str, Any]) -> tuple[Metric | None, list[tuple[int, float]]]:
+    """The node's own all-reduce busbw. A node report of a multi-node job carries the job-wide figure in
+    "rows" (every node's time averaged over all ranks: the same on every node, so it can flag none) and this
+    node's own, timed within the node with all nodes at once, in "intra_rows": that one is the node's."""
     det = nccl.get("details", {})
-    rows = [r for r in det.get("rows", []) if isinstance(r, dict)]
+    in_job = "intra_rows" in det
+    rows = [r for r in det.get("intra_rows" if in_job else "rows", []) if isinstance(r, dict)]
     curve = [
         (int(r["bytes"]), float(r["busbw_GBps"]))
         for r in rows
         if _num(r.get("bytes")) is not None and _num(r.get("busbw_GBps")) is not None
     ]
-    ranks = nccl.get("figures", {}).get("ranks")
+    big = max(rows, key=lambda r: r.get("bytes", 0)) if rows else {}
+    ranks = big.get("ranks") if in_job else nccl.get("figures", {}).get("ranks")
     if (
         nccl.get("status") != "pass"
         or det.get("backend") != "nccl"
@@ -303,8 +308,8 @@ def _nccl_metric(nccl: dict[str, Any]) -> tuple[Metric | None, list[tuple[int, f
         or ranks < 2
     ):
         return None, curve if det.get("backend") == "nccl" else []
-    big = max(rows, key=lambda r: r.get("bytes", 0))
-    setting = f"nccl {ranks} ranks {big.get('size', big['bytes'])} iters {big.get('iters')}"
+    where = "within the node, in a job, " if in_job else ""
+    setting = f"nccl {where}{ranks} ranks {big.get('size', big['bytes'])} iters {big.get('iters')}"
     return Metric(float(big["busbw_GBps"]), setting), curve
 
 

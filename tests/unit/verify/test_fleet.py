@@ -266,3 +266,27 @@ def test_expect_flags_a_node_that_sent_no_report_and_reports_of_other_runs(tmp_p
     assert flag.message.startswith("4 nodes expected, 3 reported: 1 node(s) sent no report"), flag.message
     (extra,) = fl.merge([tmp_path], expect=2).flags
     assert "reports of other runs are mixed in" in extra.message
+
+
+def _as_job_node(report: dict, job_rows: list[dict]) -> dict:
+    """The node report a multi-node job writes: the job-wide rows (the same on every node) in "rows", this
+    node's own within-node rows in "intra_rows" (here: the node's figures as fleet_synth made them)."""
+    nccl = next(r for r in report["results"] if r["name"] == "nccl")
+    nccl["details"]["intra_rows"] = [row | {"ranks": 8} for row in nccl["details"]["rows"]]
+    nccl["details"]["rows"] = job_rows
+    nccl["figures"]["ranks"] = 16
+    return report
+
+
+def test_a_node_whose_own_nccl_is_slow_is_flagged_in_a_multi_node_job() -> None:
+    """Every node report of a job carries the job-wide busbw; the per-node (intra-node) figure must decide,
+    or no node's NCCL could ever be flagged."""
+    job_rows = fs.gpu_node("job", noise=0)["results"]
+    job_rows = next(r for r in job_rows if r["name"] == "nccl")["details"]["rows"]
+    reports = healthy()
+    reports[4] = fs.gpu_node("gpu04", scale={"busbw": 0.5}, noise=0)
+    fleet = fleet_of([_as_job_node(r, job_rows) for r in reports])
+    slow = [f for f in fleet.flags if f.kind == "slow"]
+    assert [(f.node, f.figure) for f in slow] == [("gpu04", "busbw_GBps")], fleet.flags
+    node = facts(_as_job_node(fs.gpu_node("gpu09", noise=0), job_rows))
+    assert "within the node" in node.metrics["busbw_GBps"].setting
