@@ -16,6 +16,12 @@ rounds whatever the fleet's size (1,000 nodes: 4 rounds when one node is bad, lo
               group in halves and time both; recurse into a slow half. Both halves fine: the links between
               them (a switch uplink) carry the fault.
 
+Up to ALL_PAIRS_MAX_NODES nodes (3 or 4), step 2 times every pair (round-robin, disjoint pairs per round)
+and step 3 is not needed: one or two disjoint pairs cannot give a reference (a lone pair is its own, so a
+node 10x slow passed; with a slow node in each of two pairs every pair was slow and the fabric was blamed).
+There the fastest pair is the reference, a node slow (or hung) with every partner is bad, and a slow pair of
+two nodes that are each fine with someone else is a bad link.
+
 A node whose `verify sweep` stops answering is named as dead or hung and left out of later rounds.
 Pure: the rounds are planned and judged here, measured by verify.sweeprun (real all-reduces); the unit tests
 drive this with model fabrics of up to 1,000 nodes.
@@ -28,6 +34,19 @@ from dataclasses import asdict, dataclass, field
 
 DEFAULT_TOLERANCE_PCT = 15.0  # a pair this far below the pairs' reference is slow
 DEFAULT_SCALE_TOLERANCE_PCT = 30.0  # a group of 3+ nodes this far below it is slow
+ALL_PAIRS_MAX_NODES = 4  # up to this many nodes every pair is timed (3 rounds at most)
+
+
+def round_robin(nodes: Sequence[int]) -> list[list[tuple[int, int]]]:
+    """Every pair of `nodes` exactly once, in rounds of disjoint pairs (the circle method)."""
+    ring: list[int | None] = list(nodes) + ([None] if len(nodes) % 2 else [])
+    rounds = []
+    for _ in range(len(ring) - 1):
+        half = len(ring) // 2
+        pairs = [(ring[i], ring[-1 - i]) for i in range(half)]
+        rounds.append([(min(a, b), max(a, b)) for a, b in pairs if a is not None and b is not None])
+        ring = [ring[0], ring[-1], *ring[1:-1]]
+    return rounds
 
 
 def halves(group: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -70,6 +89,8 @@ class Sweep:
     _bisect_groups: list[tuple[int, ...]] = field(default_factory=list)
     _splits: list[Finding] = field(default_factory=list)
     _round: int = 0
+    _pair_rounds: list[list[tuple[int, int]]] = field(default_factory=list)  # all-pairs rounds still to go
+    _all_pairs: bool = False
 
     def __post_init__(self) -> None:
         self.nodes = sorted(set(self.nodes))
@@ -96,6 +117,8 @@ class Sweep:
         """What a link between two healthy nodes does here: the pairs' 75th percentile (a median would be
         dragged down when half the pairs are slow)."""
         pairs = sorted((t.busbw_GBps for t in self._ok("pair")), reverse=True)  # type: ignore[misc]
+        if self._all_pairs:  # a small fleet: two slow nodes of four leave one healthy pair of six
+            return pairs[0] if pairs else None
         return pairs[len(pairs) // 4] if pairs else None
 
     def threshold_GBps(self, group_size: int) -> float:
@@ -133,7 +156,9 @@ class Sweep:
         self.trials.extend(trials)
         self.dead.update(dead or {})
         self._pending = []
-        if self._phase == "partners":
+        if self._phase == "pairs" and self._pair_rounds:
+            self._next_pair_round()
+        elif self._phase == "partners":
             self._plan_partners()
         elif self._phase == "bisect":
             self._judge_halves([t for t in trials if t.phase == "half"])
@@ -148,7 +173,14 @@ class Sweep:
             return True
         if self._phase == "job":
             self._phase = "pairs"
-            self._pending = [("pair", tuple(alive[i : i + 2])) for i in range(0, len(alive) - 1, 2)]
+            if 2 < len(alive) <= ALL_PAIRS_MAX_NODES:
+                self._all_pairs, self._pair_rounds = True, round_robin(alive)
+                self._next_pair_round()
+            else:
+                self._pending = [("pair", tuple(alive[i : i + 2])) for i in range(0, len(alive) - 1, 2)]
+            return True
+        if self._phase == "pairs" and self._all_pairs:
+            self._phase = "partners"  # every pair is timed: no partner is left to try
             return True
         if self._phase == "pairs":
             self._phase = "partners"
@@ -165,6 +197,12 @@ class Sweep:
                 self._bisect([job.nodes])
             return True
         return False
+
+    def _next_pair_round(self) -> None:
+        """The next round of the round-robin that has a pair of live nodes (dead nodes' pairs dropped)."""
+        while self._pair_rounds and not self._pending:
+            pairs = self._pair_rounds.pop(0)
+            self._pending = [("pair", p) for p in pairs if p[0] not in self.dead and p[1] not in self.dead]
 
     def _good_partners(self) -> list[int]:
         good = [n for t in self.trials if t.phase == "pair" and not self.is_bad(t) for n in t.nodes]
@@ -265,6 +303,8 @@ class Sweep:
                     )
                 )
             return out + self._splits
+        if self._all_pairs:
+            return out + self._all_pairs_findings(pairs) + self._splits
         by_suspect: dict[int, list[Trial]] = {}
         for t in partners:
             by_suspect.setdefault(t.nodes[0], []).append(t)
@@ -294,6 +334,30 @@ class Sweep:
             if a in by_suspect and b in by_suspect:
                 out.append(self._link(t, "each is fine with another node"))
         return out + self._splits
+
+    def _all_pairs_findings(self, pairs: Sequence[Trial]) -> list[Finding]:
+        """Every pair was timed: a node slow with every live partner is bad; a slow pair of two nodes that
+        are each fine with another node is a bad link."""
+        ref = self.reference_GBps() or 0.0
+        alive = [n for n in self.nodes if n not in self.dead]
+        mine = {n: [t for t in pairs if n in t.nodes and not set(t.nodes) & set(self.dead)] for n in alive}
+        out: list[Finding] = []
+        bad_nodes = [n for n, tried in mine.items() if tried and all(self.is_bad(t) for t in tried)]
+        for n in bad_nodes:
+            others = ", ".join(
+                f"{self.name(next(m for m in t.nodes if m != n))}: {self.describe(t)}" for t in mine[n]
+            )
+            out.append(
+                Finding(
+                    "node",
+                    (n,),
+                    f"{self.name(n)} is slow with every node ({others}) vs the fastest pair's {ref:g} GB/s",
+                )
+            )
+        for t in pairs:
+            if self.is_bad(t) and not set(t.nodes) & (set(bad_nodes) | set(self.dead)):
+                out.append(self._link(t, "each is fine with another node"))
+        return out
 
     def _link(self, t: Trial, why: str) -> Finding:
         a, b = t.nodes

@@ -2,8 +2,9 @@
 gives its tasks, one per "node". Faults made for real: one node's all-reduce workers stop themselves
 (SIGSTOP: a hang), and one node's `verify sweep` is killed in the middle of the sweep.
 
-What must hold: a healthy job finds nothing in 2 rounds and exits 0; the hung node and the killed node are
-each named (and no other), within the rounds' deadlines; only rank 0 prints and writes the report.
+What must hold: a healthy job finds nothing after timing every pair (4 nodes: the job and 3 rounds) and exits
+0; the hung node (of 4, and of 3: the lone-pair case) and the killed node are each named (and no other),
+within the rounds' deadlines; only rank 0 prints and writes the report.
 Speed is not judged here (--tolerance 90): four gloo processes on 2 shared cores measured 0.38 to 0.84 GB/s
 for healthy pairs of one run. A slow node and a slow link need separate network stacks, where a rate limit
 makes them 100x slower: tests/engine/test_sweep_containers.py.
@@ -34,12 +35,12 @@ ARGS = ["--timeout", str(TRIAL_TIMEOUT_S), "--tolerance", "90"]
 pytestmark = pytest.mark.timeout(300)
 
 
-def _start(tmp: Path, **extra: str) -> dict[int, subprocess.Popen[str]]:
+def _start(tmp: Path, nodes: int = NODES, **extra: str) -> dict[int, subprocess.Popen[str]]:
     port = free_port()
     base = without_launchers() | {"PYTHONPATH": os.pathsep.join(str(p) for p in (ROOT, HOOKS))}
     procs = {}
-    for node in range(NODES):
-        env = base | extra | srun_task(node, tasks=NODES, nodes=NODES, job_id=78, port=port)
+    for node in range(nodes):
+        env = base | extra | srun_task(node, tasks=nodes, nodes=nodes, job_id=78, port=port)
         procs[node] = subprocess.Popen(
             [
                 sys.executable,
@@ -84,19 +85,28 @@ def _report(tmp: Path) -> dict:
     return json.loads((tmp / "node0" / "sweep.json").read_text())
 
 
-def test_a_healthy_job_finds_nothing_in_two_rounds(tmp: Path) -> None:
+def test_a_healthy_job_finds_nothing_after_every_pair(tmp: Path) -> None:
+    """4 nodes: the job, then every pair in three rounds of two (a small fleet's pairs are its reference)."""
     t0 = time.monotonic()
     out = _finish(_start(tmp))
     assert {n: rc for n, (rc, _) in out.items()} == dict.fromkeys(range(NODES), 0), out
     text = out[0][1]
-    assert "round 1 (job): {0, 1, 2, 3} " in text and "round 2 (pair): {0, 1} " in text, text
-    assert "round 3" not in text, text
+    assert "round 1 (job): {0, 1, 2, 3} " in text and "round 2 (pair): {0, 3} " in text, text
+    assert "round 4 (pair)" in text and "round 5" not in text, text
     assert "verify sweep: OK: every pair within 90% of the pairs' reference" in text, text
     assert all("verify sweep:" not in out[n][1] for n in range(1, NODES))
     report = _report(tmp)
     assert report["exit_code"] == 0 and report["backend"] == "gloo"
     trials = report["sweep"]["trials"]
-    assert [tuple(t["nodes"]) for t in trials] == [(0, 1, 2, 3), (0, 1), (2, 3)]
+    assert [tuple(t["nodes"]) for t in trials] == [
+        (0, 1, 2, 3),
+        (0, 3),
+        (1, 2),
+        (0, 2),
+        (1, 3),
+        (0, 1),
+        (2, 3),
+    ]
     assert all(t["busbw_GBps"] > 0 and not t["slow"] for t in trials), trials
     assert time.monotonic() - t0 < 90
 
@@ -112,9 +122,19 @@ def test_a_node_whose_all_reduce_hangs_is_named(tmp: Path) -> None:
         "node 2 (" in findings[0]["summary"]
         and f"timed out after {KILLED_AFTER_S} s" in findings[0]["summary"]
     )
-    # job, pairs, node 2 and 3 with good partners, node 2 again with a second one: 4 trial deadlines at most
+    # the job and every pair in three rounds: 4 trial deadlines at most
     assert report["sweep"]["rounds"] == 4
     assert time.monotonic() - t0 < 4 * KILLED_AFTER_S + 60
+
+
+def test_three_nodes_a_hung_node_is_named_not_the_fabric(tmp: Path) -> None:
+    """One disjoint pair and an odd node: the hung node's pair used to be the only pair, so the sweep blamed
+    the fabric and never tried its partner with another node. Every pair is timed now."""
+    out = _finish(_start(tmp, nodes=3, SWEEP_TEST_STOP_NODE="0"))
+    assert {n: rc for n, (rc, _) in out.items()} == dict.fromkeys(range(3), 1), out
+    sweep = _report(tmp)["sweep"]
+    assert [(f["kind"], tuple(f["nodes"])) for f in sweep["findings"]] == [("node", (0,))], sweep
+    assert [tuple(t["nodes"]) for t in sweep["trials"] if not t["slow"]] == [(1, 2)], sweep["trials"]
 
 
 def test_a_node_killed_mid_sweep_is_named_and_the_sweep_goes_on(tmp: Path) -> None:
@@ -136,5 +156,6 @@ def test_a_node_killed_mid_sweep_is_named_and_the_sweep_goes_on(tmp: Path) -> No
     assert "stopped answering" in sweep["findings"][0]["summary"]
     assert list(sweep["dead"]) == ["3"]
     later = [t for t in sweep["trials"] if t["round"] > 2]
-    assert later and all(3 not in t["nodes"] for t in later)  # node 2, left without its pair, retested
-    assert [tuple(t["nodes"]) for t in later] == [(2, 0)]
+    # node 3 died in round 2; the rounds after it time every pair of the live nodes still to go
+    assert later and all(3 not in t["nodes"] for t in later)
+    assert [tuple(t["nodes"]) for t in later] == [(0, 2), (0, 1)]

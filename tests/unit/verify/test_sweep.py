@@ -25,6 +25,7 @@ class Fabric:
     link_bw: dict[frozenset[int], float] = field(default_factory=dict)
     cut: tuple[set[int], float] | None = None
     hung: set[int] = field(default_factory=set)
+    crowd_bw: float | None = None  # every group of 3 or more nodes is this slow (pairs are not)
 
     def measure(self, nodes: tuple[int, ...]) -> float | None:
         if self.hung & set(nodes):
@@ -35,6 +36,8 @@ class Fabric:
             bw = min(bw, self.link_bw.get(frozenset((a, b)), HEALTHY))
         if self.cut and set(nodes) & self.cut[0] and set(nodes) - self.cut[0]:
             bw = min(bw, self.cut[1])
+        if self.crowd_bw is not None and len(nodes) > 2:
+            bw = min(bw, self.crowd_bw)
         return bw
 
 
@@ -166,7 +169,7 @@ def test_bisection_recurses_into_the_slow_half() -> None:
 
 def test_a_slow_group_too_small_to_halve_is_left_unresolved_and_says_so() -> None:
     sweep = Sweep(range(3))
-    drive(sweep, Fabric(link_bw={frozenset((1, 2)): 1.0}))  # in the job's ring; no pair or partner uses it
+    drive(sweep, Fabric(crowd_bw=1.0))  # the three together are slow, every pair of them is fine
     found = sweep.findings()
     assert [(f.kind, f.nodes) for f in found] == [("unresolved", (0, 1, 2))]
     assert "too few nodes to bisect further" in found[0].summary
@@ -207,4 +210,48 @@ def test_the_report_holds_every_trial_and_the_verdict() -> None:
     assert report["nodes"] == {"0": "a", "1": "b", "2": "c", "3": "d"}
     assert report["reference_busbw_GBps"] == HEALTHY
     assert report["findings"] and report["verdict"] == sweep.verdict()
-    assert [t["nodes"] for t in report["trials"] if t["slow"]] == [(0, 1, 2, 3), (2, 3), (2, 0), (2, 1)]
+    # 4 nodes: every pair is timed (round-robin), so node 2's three pairs are the slow ones
+    assert [t["nodes"] for t in report["trials"] if t["slow"]] == [(0, 1, 2, 3), (1, 2), (0, 2), (2, 3)]
+
+
+@pytest.mark.parametrize("bad", [0, 1, 2])
+def test_three_nodes_a_slow_node_is_named_whichever_it_is(bad: int) -> None:
+    """One disjoint pair and an odd node: the lone pair used to be its own reference, so a node 10x slow
+    in it passed. Every pair is timed now (3 rounds) and the fastest is the reference."""
+    sweep = Sweep(range(3))
+    rounds = drive(sweep, Fabric(node_bw={bad: HEALTHY / 10}))
+    assert kinds(sweep) == [("node", (bad,))], sweep.verdict()
+    assert sorted(t.nodes for r in rounds for t in r if t.phase == "pair") == [(0, 1), (0, 2), (1, 2)]
+
+
+def test_three_nodes_a_hung_node_is_named_not_the_fabric_and_its_partner_is_tried() -> None:
+    sweep = Sweep(range(3))
+    rounds = drive(sweep, Fabric(hung={0}))
+    assert kinds(sweep) == [("node", (0,))], sweep.verdict()
+    assert (1, 2) in [t.nodes for r in rounds for t in r]  # node 0's partner got a good partner
+
+
+def test_four_nodes_with_a_slow_node_in_each_pair_names_both() -> None:
+    sweep = Sweep(range(4))
+    drive(sweep, Fabric(node_bw={0: 5.0, 3: 5.0}))  # in the first pairing (0, 3) and (1, 2)? both slow
+    assert sorted(kinds(sweep)) == [("node", (0,)), ("node", (3,))], sweep.verdict()
+    sweep = Sweep(range(4))
+    drive(sweep, Fabric(node_bw={0: 5.0, 1: 5.0}))
+    assert sorted(kinds(sweep)) == [("node", (0,)), ("node", (1,))], sweep.verdict()
+
+
+@pytest.mark.parametrize("count", [3, 4])
+def test_small_fleets_tell_a_slow_link_from_a_slow_node(count: int) -> None:
+    sweep = Sweep(range(count))
+    drive(sweep, Fabric(link_bw={frozenset((1, 2)): 5.0}))
+    assert kinds(sweep) == [("link", (1, 2))], sweep.verdict()
+
+
+@pytest.mark.parametrize("count", [3, 4])
+def test_small_healthy_fleets_find_nothing(count: int) -> None:
+    sweep = Sweep(range(count))
+    rounds = drive(sweep, Fabric())
+    assert (
+        kinds(sweep) == []
+        and len([t for r in rounds for t in r if t.phase == "pair"]) == count * (count - 1) // 2
+    )
