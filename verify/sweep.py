@@ -351,7 +351,8 @@ class Sweep:
                 Finding(
                     "node",
                     (n,),
-                    f"{self.name(n)} is slow with every node ({others}) vs the fastest pair's {ref:g} GB/s",
+                    f"{self.name(n)} is slow with every other node ({others}) vs the fastest pair's "
+                    f"{ref:g} GB/s",
                 )
             )
         for t in pairs:
