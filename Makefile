@@ -113,8 +113,8 @@ test: need-dev ## the whole suite but GPU tests, network (PyPI) tests included: 
 	$(PYTHON) -m pytest -m 'not gpu' $(PYTEST_ARGS)
 
 .PHONY: test-unit
-test-unit: need-dev ## fast tests only, offline: no engine, no image builds, no network (PyPI) tests
-	$(PYTHON) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+test-unit: need-dev ## fast tests only, offline: unit, CPU integration and the examples; no engine, no image builds, no PyPI
+	$(PYTHON) -m pytest tests/unit tests/integration tests/examples $(PYTEST_ARGS)
 
 .PHONY: test-network
 test-network: need-dev ## only the tests that read PyPI (marker network)

@@ -68,3 +68,23 @@ def test_make_test_gpu_expects_a_gpu_unless_told_otherwise():
     assert proc.returncode != 0 and MESSAGE in proc.stdout
     proc = _run(cmd, "0")
     assert proc.returncode == 0 and _count("skipped", proc.stdout) >= 10, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize("expect", ["1", "0"])
+def test_a_missing_examples_package_fails_where_a_gpu_is_expected_and_skips_elsewhere(
+    tmp_path, monkeypatch, expect
+):
+    """onnx made unimportable for real (a sitecustomize that sets sys.modules['onnx'] = None, as for a
+    package that is not installed): the GPU examples' tests used to skip even under VERIFY_EXPECT_GPU=1."""
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['onnx'] = None\n")
+    paths = (str(tmp_path), os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    test = "tests/gpu/test_examples_gpu.py"
+    proc = _run([sys.executable, "-m", "pytest", "-m", "gpu", test, "-p", "no:cacheprovider", "-rs"], expect)
+    assert "the examples need onnx; fix: pip install -e '.[examples]'" in proc.stdout, proc.stdout[-2000:]
+    if expect == "1":
+        assert proc.returncode != 0, proc.stdout[-2000:]
+        assert "VERIFY_EXPECT_GPU=1: a failure, not a skip" in proc.stdout, proc.stdout[-2000:]
+    else:
+        # exit 5: pytest collected no test to run, the module skipped whole
+        assert proc.returncode in (0, 5) and "skipped" in proc.stdout.splitlines()[-1], proc.stdout[-2000:]

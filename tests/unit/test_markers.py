@@ -57,6 +57,7 @@ def test_make_test_unit_runs_offline(network):
     unit = _make("test-unit")
     assert any(i.startswith("tests/unit/images/test_pins.py::") for i in unit)  # the file was collected
     assert any(i.startswith("tests/integration/") for i in unit)
+    assert any(i.startswith("tests/examples/") for i in unit)  # the GitHub unit job runs the examples too
     assert unit.isdisjoint(network)
 
 
