@@ -13,6 +13,7 @@ Protocol (one JSON object a line). The runner writes requests to the server's st
 and reads events from the server's stdout, which the server keeps for the protocol alone (whatever an import
 prints goes to stderr):
     {"ready": {"torch": null, "transformers": "ImportError: ..."}}   each preload and why it failed, if it did
+    {"unusable": "why"}                                              CUDA got initialised: fork nothing here
     {"id": 3, "pid": 1234}                                           the check's child runs
     {"id": 3, "pid": 1234, "returncode": -9}                         it ended (as subprocess reports it)
 A preload that fails is no error of the server's: the check that needs it imports it again and reports why.
@@ -47,17 +48,38 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         pass
 
 
+NVML_CHECK = "PYTORCH_NVML_BASED_CUDA_CHECK"
+
+
 def preload(modules: list[str]) -> dict[str, str | None]:
-    """Import each module; the value is None when it imported, else the error's one-line text."""
+    """Import each module; the value is None when it imported, else the error's one-line text.
+
+    While importing, torch.cuda.is_available() asks NVML instead of the CUDA runtime (torch's own switch for
+    processes that fork), so a library that asks at import time does not initialise CUDA in the server."""
     outcome: dict[str, str | None] = {}
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except BaseException as exc:  # a broken install's own error: the check reports it again
-            outcome[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    saved = os.environ.get(NVML_CHECK)
+    os.environ[NVML_CHECK] = "1"
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except BaseException as exc:  # a broken install's own error: the check reports it again
+                outcome[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            else:
+                outcome[name] = None
+    finally:
+        if saved is None:
+            os.environ.pop(NVML_CHECK, None)
         else:
-            outcome[name] = None
+            os.environ[NVML_CHECK] = saved
     return outcome
+
+
+def cuda_initialised() -> bool:
+    """Whether torch initialised CUDA here: then no forked child could use it (the runner must not fork)."""
+    torch = sys.modules.get("torch")
+    cuda = getattr(torch, "cuda", None)
+    return bool(cuda is not None and cuda.is_initialized())
 
 
 def run_child(request: dict[str, Any]) -> None:
@@ -161,7 +183,11 @@ def main(argv: list[str]) -> int:
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # what the imports print must not reach the protocol
     server = Server(proto)
-    server.send({"ready": preload(argv)})
+    preloaded = preload(argv)
+    if cuda_initialised():  # no child forked from here could use the GPU: tell the runner, and stop
+        server.send({"unusable": "CUDA was initialised while importing " + ", ".join(argv)})
+        return 0
+    server.send({"ready": preloaded})
     try:
         server.serve(sys.stdin)
     except BrokenPipeError:
