@@ -20,6 +20,14 @@ from verify.runner import FALLBACK_TIMEOUT_S, KILL_GRACE_S, read_spec, run_check
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.fixture(autouse=True, params=["forkserver", "worker"])
+def start_method(request, monkeypatch):
+    """Every isolation test twice: checks forked from the warm fork servers (the default), and started as
+    fresh `python -m verify.worker` processes (VERIFY_FORKSERVER=0, and what a server that failed leaves)."""
+    monkeypatch.setenv("VERIFY_FORKSERVER", "1" if request.param == "forkserver" else "0")
+    return request.param
+
+
 def _run(tmp_path, monkeypatch, timeout_override=None, ctx=None, **checks):
     modules = checkfakes.install(tmp_path, monkeypatch, **checks)
     specs = [read_spec(m) for m in modules]
