@@ -158,10 +158,15 @@ def _percent(text: str) -> float:
     return value
 
 
-def _node_count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of nodes, 1 or more, got {text!r}")
-    return int(text)
+def _expected_nodes(text: str) -> Any:
+    from verify.fleet import Expected
+
+    expected = Expected.parse(text)
+    if expected.count < 1 or (not expected.names and not text.strip().isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of nodes (1 or more) or their names, comma-separated, got {text!r}"
+        )
+    return expected
 
 
 def _add_fleet(sub: argparse._SubParsersAction) -> None:
@@ -191,10 +196,11 @@ def _add_fleet(sub: argparse._SubParsersAction) -> None:
     )
     fleet.add_argument(
         "--expect",
-        type=_node_count,
-        metavar="N",
-        help="the number of nodes the job had: fewer reports (a node that died before writing one) or more "
-        "(other runs' reports mixed in) is flagged",
+        type=_expected_nodes,
+        metavar="N|NAMES",
+        help="the nodes the job had, a number or their names (node1,node2): fewer reports (a node that died "
+        "before writing one; named where names are given) or more (other runs' reports mixed in) is flagged; "
+        "no report at all is then a finding, not an error",
     )
     fleet.set_defaults(func=cmd_fleet)
 

@@ -160,7 +160,7 @@ def _read_json(path: Path) -> Any:
         ) from None
 
 
-def load_reports(paths: Sequence[Path]) -> tuple[list[LoadedReport], list[str]]:
+def load_reports(paths: Sequence[Path], allow_none: bool = False) -> tuple[list[LoadedReport], list[str]]:
     """Reports from files and folders (folders: every *.json below, recursively, in name order).
 
     A file named on the command line must be a verify report (else FleetInputError). In a folder, JSON
@@ -202,7 +202,7 @@ def load_reports(paths: Sequence[Path]) -> tuple[list[LoadedReport], list[str]]:
                 loaded.append(LoadedReport(path, data))
         else:
             raise FleetInputError(f"{path}: no such file or folder")
-    if not loaded:
+    if not loaded and not allow_none:
         raise FleetInputError(
             "no verify reports found in " + ", ".join(map(str, paths)) + "; fix: point at the --report-dir "
             "or the JSON files `verify run --json` wrote"
@@ -525,31 +525,62 @@ def split_jobs(loaded: list[LoadedReport]) -> tuple[list[LoadedReport], list[Loa
     return (nodes, jobs) if nodes else (jobs, [])
 
 
-def count_flag(reported: int, expected: int | None) -> Flag | None:
+@dataclass(frozen=True)
+class Expected:
+    """What the job had: a number of nodes, and their names where the scheduler gave them (--expect)."""
+
+    count: int
+    names: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> Expected:
+        """'4', or 'node1,node2' (Slurm: `scontrol show hostnames $SLURM_JOB_NODELIST | paste -sd,`)."""
+        if text.strip().isdigit():
+            return cls(int(text))
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        return cls(len(names), names)
+
+
+def _short(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def count_flag(nodes: Sequence[NodeFacts], expected: Expected | None) -> Flag | None:
     """A fleet-wide flag when the reports do not cover the nodes the job had: a node that died or hung before
-    writing its report is otherwise simply absent from a fleet of healthy-looking nodes."""
-    if expected is None or reported == expected:
+    writing its report is otherwise simply absent from a fleet of healthy-looking nodes. With the job's node
+    names the missing ones are named."""
+    reported = len(nodes)
+    if expected is None:
         return None
-    if reported < expected:
+    seen = {x.node for x in nodes} | {_short(x.node) for x in nodes}
+    missing = [n for n in expected.names if n not in seen and _short(n) not in seen]
+    count = expected.count
+    if reported == count and not missing:
+        return None
+    if reported < count or missing:
+        named = f": {', '.join(missing)}" if missing else ""
         return Flag(
             None,
             "node_count",
-            f"{expected} nodes expected, {reported} reported: {expected - reported} node(s) sent no report "
+            f"{count} nodes expected, {reported} reported: {count - reported} node(s) sent no report{named} "
             "(died, hung or never started); fix: see the job's output for the missing node, rerun there",
         )
     return Flag(
         None,
         "node_count",
-        f"{expected} nodes expected, {reported} reported: reports of other runs are mixed in; fix: give "
+        f"{count} nodes expected, {reported} reported: reports of other runs are mixed in; fix: give "
         "`verify fleet` one run's reports (a report folder per job)",
     )
 
 
 def merge(
-    paths: Sequence[Path], tolerance_pct: float = DEFAULT_TOLERANCE_PCT, expect: int | None = None
+    paths: Sequence[Path], tolerance_pct: float = DEFAULT_TOLERANCE_PCT, expect: Expected | int | None = None
 ) -> Fleet:
-    """load + facts + judge: the whole of `verify fleet` without the output. expect: the job's node count."""
-    loaded, skipped = load_reports(paths)
+    """load + facts + judge: the whole of `verify fleet` without the output. expect: the job's nodes (or
+    their number); with it, no report at all is a finding (every node missing), not an input error."""
+    if isinstance(expect, int):
+        expect = Expected(expect)
+    loaded, skipped = load_reports(paths, allow_none=expect is not None)
     node_reports, job_reports = split_jobs(loaded)
     nodes = [node_facts(r) for r in node_reports]
     jobs = [node_facts(r) for r in job_reports]
@@ -562,7 +593,7 @@ def merge(
     skipped = skipped + unique_names(nodes)
     nodes.sort(key=lambda n: n.node)
     fleet = judge(nodes, tolerance_pct, skipped, jobs)
-    flag = count_flag(len(nodes), expect)
+    flag = count_flag(nodes, expect)
     if flag:
         fleet.flags.insert(0, flag)
     return fleet

@@ -230,6 +230,11 @@ def run_job(
         local, interrupted = ran.results, ran.interrupted
     nccl: Result | None = None
     outcome = JobOutcome(local=local, nccl=None, interrupted=interrupted)
+    if topo.is_node_leader and local_specs:
+        # Written now and again at the end: a job that dies before then (srun aborts a step whose launch
+        # failed on another node) still leaves this node's own findings for `verify fleet`.
+        pending = Result(NCCL, Status.SKIP, "not finished: the job ended before this node's all-reduce did")
+        write_node_report([*local, pending] if nccl_specs else local)
     try:
         store.post("ready", topo.rank, {"host": socket.gethostname(), "node": topo.node_rank})
 

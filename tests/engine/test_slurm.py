@@ -15,7 +15,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,22 +235,58 @@ def _reports_kept_and_failure_named(cluster: Cluster, job: int, output: str) -> 
     assert "verify: fleet report" in output and "(exit status 1)" in output, output
 
 
-def test_a_node_killed_mid_job_fails_the_job_and_keeps_the_reports(cluster: Cluster) -> None:
-    env = job_env(VERIFY_ARGS=FAULT_ARGS, SLURM_TEST_HOLD_HOST="node2", VERIFY_WAIT_S="15")
-    job = cluster.submit(*CPU_ARGS, env=env)
-    held = cluster.shared / "held-node2"
-    deadline = time.monotonic() + 90
-    while not held.exists():
-        assert time.monotonic() < deadline, f"node2's task never started\n{cluster.output(job)}"
+def _wait_for(what: str, check: Callable[[], bool], cluster: Cluster, job: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} never happened\n{cluster.output(job)}\n{cluster.logs()}"
         time.sleep(0.5)
-    cluster.containers["node2"].kill()
+
+
+def _fleet_report(cluster: Cluster, job: int) -> dict:
+    """fleet.json, from the job's own fleet step or, where Slurm ended the whole job, from the afterany job
+    the script submitted for that case (it runs once the job has ended)."""
+    path = cluster.reports(job) / "fleet.json"
+    _wait_for("the fleet report (fleet step or fallback job)", path.exists, cluster, job, timeout=150)
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("moment", ["before its task starts", "mid-check", "during the fleet step"])
+def test_a_node_killed_mid_job_fails_the_job_and_keeps_the_reports(cluster: Cluster, moment: str) -> None:
+    """Whichever side notices first (srun: the step goes on; slurmctld: the whole job ends NODE_FAIL), the
+    user gets the fleet report naming the lost node and a job that ended non-zero."""
+    held = cluster.shared / "held-node2"
+    env = job_env(VERIFY_ARGS=FAULT_ARGS, VERIFY_WAIT_S="15")
+    if moment == "mid-check":
+        env["SLURM_TEST_HOLD_HOST"] = "node2"
+    if moment == "before its task starts":  # slurmctld still counts node2 up (SlurmdTimeout) and allocates it
+        cluster.containers["node2"].kill()
+    job = cluster.submit(*CPU_ARGS, env=env)
+    if moment == "mid-check":
+        _wait_for("node2's task starting", held.exists, cluster, job, timeout=90)
+        cluster.containers["node2"].kill()
+    elif moment == "during the fleet step":
+        _wait_for("the fleet step", lambda: "verify step ended" in cluster.output(job), cluster, job)
+        cluster.containers["node2"].kill()
     killed = time.monotonic()
     state = cluster.wait_job(job, timeout=150)
     output = cluster.output(job)
-    assert state["JobState"] == "FAILED", f"{state['JobState']} {state['ExitCode']}\n{output}\n{cluster.logs()}"
-    assert "Node failure on node2" in output, output
-    _reports_kept_and_failure_named(cluster, job, output)
-    print(f"job {job} ended FAILED {time.monotonic() - killed:.0f} s after node2 was killed")
+    fleet = _fleet_report(cluster, job)
+    logs = f"{state['JobState']} {state['ExitCode']}\n{output}\n{cluster.logs()}"
+    if moment == "during the fleet step":  # node2 had reported: only Slurm's verdict on the job can differ
+        assert state["JobState"] in ("COMPLETED", "FAILED", "NODE_FAIL"), logs
+        assert sorted(n["node"] for n in fleet["nodes"]) == list(NODES), fleet
+        return
+    assert state["JobState"] in ("FAILED", "NODE_FAIL"), logs
+    assert state["ExitCode"] != "0:0", logs
+    # node1 wrote its report once its own checks were done, even where srun then ended its task
+    assert [n["node"] for n in fleet["nodes"]] == ["node1"], fleet
+    count = [f["message"] for f in fleet["flags"] if f["kind"] == "node_count"]
+    assert len(count) == 1 and count[0].startswith(
+        "2 nodes expected, 1 reported: 1 node(s) sent no report: node2"
+    ), fleet["flags"]
+    if moment == "mid-check" and state["JobState"] == "FAILED":  # the job lived on: its steps wrote the rest
+        _reports_kept_and_failure_named(cluster, job, output)
+    print(f"{moment}: job {job} ended {state['JobState']} {time.monotonic() - killed:.0f} s after the kill")
 
 
 def test_a_hung_rank_fails_the_job_within_its_timeout(cluster: Cluster) -> None:

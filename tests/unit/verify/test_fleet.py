@@ -268,6 +268,29 @@ def test_expect_flags_a_node_that_sent_no_report_and_reports_of_other_runs(tmp_p
     assert "reports of other runs are mixed in" in extra.message
 
 
+def test_expect_with_the_jobs_node_names_names_the_missing_node(tmp_path: Path) -> None:
+    for name in ("n0", "n2"):
+        fs.write(fs.gpu_node(f"{name}.cluster.example"), tmp_path / f"{name}.json")  # FQDN hostnames
+    (flag,) = fl.merge([tmp_path], expect=fl.Expected.parse("n0,n1,n2")).flags
+    assert flag.message.startswith("3 nodes expected, 2 reported: 1 node(s) sent no report: n1 "), (
+        flag.message
+    )
+    assert fl.merge([tmp_path], expect=fl.Expected.parse("n0,n2")).flags == []
+
+
+def test_no_report_at_all_is_a_finding_when_the_nodes_are_expected(tmp_path: Path) -> None:
+    """A node lost as the job's step started can take the others' tasks down with it (srun aborts a step
+    whose launch failed): the fleet report must still say so, not end in an input error."""
+    (tmp_path / "nodes").mkdir()
+    with pytest.raises(fl.FleetInputError, match="no verify reports found"):
+        fl.merge([tmp_path / "nodes"])
+    fleet = fl.merge([tmp_path / "nodes"], expect=fl.Expected.parse("node1,node2"))
+    assert fleet.exit_code == 1 and fleet.nodes == []
+    assert [f.message.split(" (")[0] for f in fleet.flags] == [
+        "2 nodes expected, 0 reported: 2 node(s) sent no report: node1, node2"
+    ]
+
+
 def _as_job_node(report: dict, job_rows: list[dict]) -> dict:
     """The node report a multi-node job writes: the job-wide rows (the same on every node) in "rows", this
     node's own within-node rows in "intra_rows" (here: the node's figures as fleet_synth made them)."""
