@@ -76,16 +76,20 @@ class Cluster:
         out = self.exec("slurmctld", ["sbatch", "--parsable", *args, SCRIPT], user=USER, env=env).strip()
         return int(out.split(";")[0])
 
-    def job_state(self, job: int) -> dict[str, str]:
-        out = self.exec("slurmctld", ["scontrol", "-o", "show", "job", str(job)])
-        return dict(field.split("=", 1) for field in out.split() if "=" in field)
+    def job_state(self, job: int) -> dict[str, str] | None:
+        """The job's fields, or None while slurmctld does not answer (it can block for seconds resolving a
+        node that is gone: "Socket timed out on send/recv operation")."""
+        code, out = self.containers["slurmctld"].exec_run(["scontrol", "-o", "show", "job", str(job)])
+        if code != 0:
+            return None
+        return dict(field.split("=", 1) for field in out.decode().split() if "=" in field)
 
     def wait_job(self, job: int, timeout: float) -> dict[str, str]:
         """Poll until the job has ended; a job still running after `timeout` fails the test (no hang)."""
         deadline = time.monotonic() + timeout
         while True:
-            state = self.job_state(job)
-            if state["JobState"] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING"):
+            state = self.job_state(job) or {"JobState": "UNANSWERED"}
+            if state["JobState"] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "UNANSWERED"):
                 return state
             if time.monotonic() > deadline:
                 self.exec("slurmctld", ["scancel", str(job)])
