@@ -247,7 +247,9 @@ def test_a_node_killed_mid_job_fails_the_job_and_keeps_the_reports(cluster: Clus
     killed = time.monotonic()
     state = cluster.wait_job(job, timeout=150)
     output = cluster.output(job)
-    assert state["JobState"] == "FAILED", f"{state['JobState']} {state['ExitCode']}\n{output}\n{cluster.logs()}"
+    assert state["JobState"] == "FAILED", (
+        f"{state['JobState']} {state['ExitCode']}\n{output}\n{cluster.logs()}"
+    )
     assert "Node failure on node2" in output, output
     _reports_kept_and_failure_named(cluster, job, output)
     print(f"job {job} ended FAILED {time.monotonic() - killed:.0f} s after node2 was killed")
