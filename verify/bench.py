@@ -423,7 +423,7 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `verify bench bert` (verify/cli.py makes the subcommand and calls run_bench)."""
+    """Options of `verify bench bert` (verify/cli/bench.py makes the subcommand and calls run_bench)."""
     d = BenchConfig()
     parser.epilog = (
         "The default setting (bert-base, seq 128, batch 256, bf16) is GPU-bound: its samples/s judge the GPU "

@@ -122,7 +122,7 @@ def build_report(
 
 
 def job_section(topo: Any, role: str) -> dict[str, Any]:
-    """Where a report sits in a multi-node job (topo: verify.job.Topology)."""
+    """Where a report sits in a multi-node job (topo: verify.cluster.job.Topology)."""
     return {"role": role} | topo.to_dict()
 
 

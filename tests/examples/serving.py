@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from verify.distributed import free_port
+from verify.cluster.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -15,8 +15,8 @@ import torch
 from verify import presence, reference, specs
 from verify.bench import BenchConfig, run_benchmark
 from verify.checks import amp, bert, gpu, nccl
+from verify.cluster.distributed import CollectiveConfig, launch_local
 from verify.context import Context
-from verify.distributed import CollectiveConfig, launch_local
 from verify.result import Status
 
 pytestmark = pytest.mark.gpu

@@ -1,6 +1,6 @@
 """nccl: one process per visible GPU all-reduces exact sums and reports algbw/busbw as nccl-tests does.
 
-Formulas (nccl-tests doc/PERFORMANCE.md; implemented in verify/distributed.py):
+Formulas (nccl-tests doc/PERFORMANCE.md; implemented in verify/cluster/distributed.py):
     algbw = S / t,  busbw = algbw * 2(n-1)/n  for all_reduce over n ranks.
 One GPU: NCCL is still initialised (eagerly, with device_id) and reduces; busbw is 0 by definition (n = 1), so
 algbw is reported and the summary says multi-GPU paths were not exercised.
@@ -8,12 +8,12 @@ No GPU: the same worker code runs on gloo with GLOO_RANKS (2) CPU processes, or 
 options["nccl"]["gloo_ranks"] says (tests run 4 and 8, where busbw = 1.5 and 1.75 x algbw tells a wrong
 factor apart). NCCL itself is then SKIPPED (it was not tested), with the gloo figures attached; wrong gloo
 sums still FAIL, because the shared code path is broken.
-In a multi-node job (`verify run` under torchrun or srun: see verify/job.py and verify/jobrun.py) this process
-joins that job as its rank: one all-reduce over every rank of every node, then the same sizes within each node
-and across nodes (one rank per node), and the transport NCCL chose between nodes, read from its INFO log
-("via NET/IB", "via NET/Socket"). Sockets where InfiniBand/RoCE devices exist are a FAIL naming why (no
-/dev/infiniband in the container, no libibverbs, memlock too low, NCCL_IB_DISABLE): the host check's collect()
-supplies the facts.
+In a multi-node job (`verify run` under torchrun or srun: see verify/cluster/job.py and
+verify/cluster/jobrun.py) this process joins that job as its rank: one all-reduce over every rank of every
+node, then the same sizes within each node and across nodes (one rank per node), and the transport NCCL chose
+between nodes, read from its INFO log ("via NET/IB", "via NET/Socket"). Sockets where InfiniBand/RoCE devices
+exist are a FAIL naming why (no /dev/infiniband in the container, no libibverbs, memlock too low,
+NCCL_IB_DISABLE): the host check's collect() supplies the facts.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verify.context import Context
-from verify.distributed import (
+from verify.cluster.distributed import (
     CollectiveConfig,
     LaunchOutcome,
     RankResult,
@@ -36,7 +35,8 @@ from verify.distributed import (
     run_worker,
     torchrun_env,
 )
-from verify.job import detect
+from verify.cluster.job import detect
+from verify.context import Context
 from verify.result import Result, Status
 
 NAME = "nccl"

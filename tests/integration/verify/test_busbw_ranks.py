@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-# Figures carry 4 significant digits (verify.distributed.significant): busbw/algbw is then within
+# Figures carry 4 significant digits (verify.cluster.distributed.significant): busbw/algbw is then within
 # 2 x 5e-4 of the true ratio.
 RATIO_REL = 2e-3
 

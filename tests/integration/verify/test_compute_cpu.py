@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from verify.checks import amp, bert, gpu, nccl
+from verify.cluster.distributed import CollectiveConfig, free_port, launch_local
 from verify.context import Context
-from verify.distributed import CollectiveConfig, free_port, launch_local
 from verify.result import Status
 
 ROOT = Path(__file__).resolve().parents[3]

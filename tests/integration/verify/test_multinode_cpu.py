@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.verify.srun_env import srun_task, without_launchers
-from verify.distributed import busbw_factor
+from verify.cluster.distributed import busbw_factor
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT_S = 20  # --timeout: per check, and the slack of every wait between ranks

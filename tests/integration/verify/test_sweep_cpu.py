@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.verify.srun_env import srun_task, without_launchers
-from verify.distributed import free_port
+from verify.cluster.distributed import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 HOOKS = Path(__file__).resolve().parent / "sweep_hooks"

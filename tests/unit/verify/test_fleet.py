@@ -9,7 +9,7 @@ from pathlib import Path
 import fleet_synth as fs
 import pytest
 
-from verify import fleet as fl
+from verify.cluster import fleet as fl
 
 
 def facts(report: dict, path: str = "r.json") -> fl.NodeFacts:

@@ -9,8 +9,8 @@ import re
 import fleet_synth as fs
 import pytest
 
-from verify import fleet as fl
-from verify.fleet_html import LABEL_PITCH, render_html
+from verify.cluster import fleet as fl
+from verify.cluster.fleet_html import LABEL_PITCH, render_html
 
 
 def _fleet(tmp_path, n: int, scale: dict[str, float] | None = None) -> fl.Fleet:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from verify.job import (
+from verify.cluster.job import (
     SLURM_PORT_BASE,
     JobError,
     Topology,

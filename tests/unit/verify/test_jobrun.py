@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from verify.job import detect
-from verify.jobrun import merge_nccl, missing_result, node_report_name, nodes_result
+from verify.cluster.job import detect
+from verify.cluster.jobrun import merge_nccl, missing_result, node_report_name, nodes_result
 from verify.result import Result, Status
 
 TOPO = detect(

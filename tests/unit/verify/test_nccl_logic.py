@@ -3,7 +3,7 @@
 import pytest
 
 from verify.checks.nccl import GLOO_RANKS, evaluate, gloo_ranks
-from verify.distributed import (
+from verify.cluster.distributed import (
     CollectiveConfig,
     LaunchOutcome,
     MiB,

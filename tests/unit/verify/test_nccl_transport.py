@@ -11,7 +11,7 @@ import pytest
 
 from verify.checks.host import HostFacts, IbDevice, IbPort, Paths, collect
 from verify.checks.nccl import parse_transport, socket_fallback_problem
-from verify.distributed import CollectiveConfig, MiB, iters_for
+from verify.cluster.distributed import CollectiveConfig, MiB, iters_for
 
 IB_LOG = """\
 gpu07:2211:2290 [0] NCCL INFO NET/IB : Using [0]mlx5_0:1/IB [1]mlx5_1:1/IB ; OOB ib0:10.0.0.7<0>

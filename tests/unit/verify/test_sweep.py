@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from verify.sweep import Sweep, Trial
+from verify.cluster.sweep import Sweep, Trial
 
 HEALTHY = 20.0
 

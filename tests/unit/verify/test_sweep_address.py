@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from verify.sweeprun import is_loopback, local_address, reachable_address
+from verify.cluster.sweeprun import is_loopback, local_address, reachable_address
 
 
 def _own_ipv4() -> str:

@@ -1,8 +1,8 @@
 """A fault for tests/integration/verify/test_interrupt_cpu.py, made for real in the nccl check's ranks.
 
-Python imports `sitecustomize` at start-up from PYTHONPATH. Only a rank that `verify.distributed` started
-has VERIFY_LAUNCHER_PID set; each such rank writes its pid to <NCCL_TEST_MARK_DIR>/rank<RANK>.pid, and the
-rank named by NCCL_TEST_STALL_RANK then sleeps instead of joining: the other ranks wait for it in the
+Python imports `sitecustomize` at start-up from PYTHONPATH. Only a rank that `verify.cluster.distributed`
+started has VERIFY_LAUNCHER_PID set; each such rank writes its pid to <NCCL_TEST_MARK_DIR>/rank<RANK>.pid,
+and the rank named by NCCL_TEST_STALL_RANK then sleeps instead of joining: the other ranks wait for it in the
 rendezvous, as behind a stalled GPU.
 """
 

@@ -27,8 +27,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from verify.cluster.job import Topology
 from verify.context import Context
-from verify.job import Topology
 from verify.result import Result, Status
 from verify.runner import CheckSpec, Progress, effective_timeout, run_checks
 

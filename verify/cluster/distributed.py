@@ -282,17 +282,17 @@ class LaunchOutcome:
 def start_rank(
     cfg: CollectiveConfig, env_updates: dict[str, str], folder: Path, name: str
 ) -> subprocess.Popen:
-    """Start one worker (`python -m verify.distributed`) in its own process group, so that a deadline can
-    kill it with whatever it started. Its result goes to folder/<name>.json, its output to folder/<name>.err.
-    TORCHELASTIC_USE_AGENT_STORE is dropped: the worker's own rank 0 hosts its rendezvous, not torchrun's
-    agent (set when the caller is itself a torchrun worker)."""
-    pkg_root = str(Path(__file__).resolve().parent.parent)
+    """Start one worker (`python -m verify.cluster.distributed`) in its own process group, so that a deadline
+    can kill it with whatever it started. Its result goes to folder/<name>.json, its output to
+    folder/<name>.err. TORCHELASTIC_USE_AGENT_STORE is dropped: the worker's own rank 0 hosts its rendezvous,
+    not torchrun's agent (set when the caller is itself a torchrun worker)."""
+    pkg_root = str(Path(__file__).resolve().parents[2])  # the folder that holds the verify package
     env = {k: v for k, v in os.environ.items() if k != "TORCHELASTIC_USE_AGENT_STORE"}
     env.update(env_updates)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
     env[LAUNCHER_PID_VAR] = str(os.getpid())
     result = str(folder / f"{name}.json")
-    command = [sys.executable, "-m", "verify.distributed", json.dumps(asdict(cfg)), result]
+    command = [sys.executable, "-m", "verify.cluster.distributed", json.dumps(asdict(cfg)), result]
     with (folder / f"{name}.err").open("wb") as log:
         return subprocess.Popen(
             command,

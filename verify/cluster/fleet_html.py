@@ -12,7 +12,7 @@ import math
 from html import escape
 from pathlib import Path
 
-from verify.fleet import METRICS, Fleet, Median, NodeFacts, table_rows
+from verify.cluster.fleet import METRICS, Fleet, Median, NodeFacts, table_rows
 
 W, H = 1100, 260
 PAD_L, PAD_R, PAD_T, PAD_B = 70, 20, 20, 40

@@ -1,13 +1,14 @@
-"""`verify sweep` as one rank of a multi-node job: the rounds of verify.sweep, timed for real.
+"""`verify sweep` as one rank of a multi-node job: the rounds of verify.cluster.sweep, timed for real.
 
-Protocol, through the job's store (verify.jobrun.Store: torchrun's agent store, or rank 0's under srun):
+Protocol, through the job's store (verify.cluster.jobrun.Store: torchrun's agent store, or rank 0's under
+srun):
   1. The first rank of each node posts "sweep-node": its host name and the address the other nodes reach it
      at. Rank 0 (the coordinator) waits for every node (deadline: SLACK_S); a node that never comes is named.
   2. Each round, rank 0 posts "sweep-round/<r>": the groups of nodes to time at once. In every group the
-     first rank of each member node starts one worker process (verify.distributed: the exact-sum check and
-     one timed all-reduce size) with the group's own rendezvous: the group's first node picks a free port
-     and posts it. A worker still running at the trial's deadline is killed with its process group: the
-     trial "timed out" (a hang costs one deadline, never the sweep).
+     first rank of each member node starts one worker process (verify.cluster.distributed: the exact-sum
+     check and one timed all-reduce size) with the group's own rendezvous: the group's first node picks a
+     free port and posts it. A worker still running at the trial's deadline is killed with its process
+     group: the trial "timed out" (a hang costs one deadline, never the sweep).
   3. Each member posts its trial's outcome; rank 0 waits for them (the trial's deadline + SLACK_S), names
      a node that never answers as dead or hung (it is left out of later rounds), and plans the next round.
   4. Rank 0 posts "sweep-done" with the exit code, prints the verdict and writes the JSON report. The other
@@ -26,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from verify.distributed import CollectiveConfig, MiB, free_port, kill_group, read_rank, start_rank
-from verify.job import Topology
-from verify.jobrun import SLACK_S, Store, StoreUnreachable
-from verify.sweep import DEFAULT_SCALE_TOLERANCE_PCT, DEFAULT_TOLERANCE_PCT, Sweep, Trial
+from verify.cluster.distributed import CollectiveConfig, MiB, free_port, kill_group, read_rank, start_rank
+from verify.cluster.job import Topology
+from verify.cluster.jobrun import SLACK_S, Store, StoreUnreachable
+from verify.cluster.sweep import DEFAULT_SCALE_TOLERANCE_PCT, DEFAULT_TOLERANCE_PCT, Sweep, Trial
 
 __all__ = ["DEFAULT_SIZE", "DEFAULT_TRIAL_TIMEOUT_S", "StoreUnreachable", "SweepOptions", "run_sweep"]
 

@@ -23,8 +23,8 @@ There the fastest pair is the reference, a node slow (or hung) with every partne
 two nodes that are each fine with someone else is a bad link.
 
 A node whose `verify sweep` stops answering is named as dead or hung and left out of later rounds.
-Pure: the rounds are planned and judged here, measured by verify.sweeprun (real all-reduces); the unit tests
-drive this with model fabrics of up to 1,000 nodes.
+Pure: the rounds are planned and judged here, measured by verify.cluster.sweeprun (real all-reduces); the
+unit tests drive this with model fabrics of up to 1,000 nodes.
 """
 
 from __future__ import annotations
