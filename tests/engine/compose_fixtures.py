@@ -9,6 +9,7 @@ CPU override (this host has no NVIDIA runtime, like CI). Which Compose runs them
 from __future__ import annotations
 
 import io
+import json
 import os
 import secrets
 import shlex
@@ -18,12 +19,14 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 import pytest
+import websocket
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -178,6 +181,57 @@ def http_status(url: str, token: str | None = None) -> int:
         return int(exc.code)
     except OSError:
         return 0
+
+
+def run_in_kernel(port: int, token: str, code: str, timeout: float = 300) -> str:
+    """Start a kernel through the REST API, run `code` over its websocket, return what it printed (stdout)."""
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/kernels", b"{}", headers, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        kernel_id = json.load(response)["id"]
+    socket = websocket.create_connection(
+        f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels",
+        header=[f"Authorization: token {token}"],
+        timeout=timeout,
+    )
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "msg_type": "execute_request", "session": uuid.uuid4().hex, "version": "5.3"}
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": False,
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    socket.send(
+        json.dumps(
+            {
+                "header": header,
+                "parent_header": {},
+                "metadata": {},
+                "content": content,
+                "channel": "shell",
+                "buffers": [],
+            }
+        )
+    )
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            message = json.loads(socket.recv())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = message["header"]["msg_type"]
+            if kind == "stream" and message["content"]["name"] == "stdout":  # not warnings on stderr
+                out.append(message["content"]["text"])
+            elif kind == "error":
+                raise AssertionError("kernel error:\n" + "\n".join(message["content"]["traceback"]))
+            elif kind == "status" and message["content"]["execution_state"] == "idle":
+                return "".join(out)
+    finally:
+        socket.close()
+    raise AssertionError(f"no result from the kernel within {timeout:.0f} s; output so far: {''.join(out)!r}")
 
 
 def ssh_banner(port: int) -> bytes:

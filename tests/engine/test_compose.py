@@ -11,12 +11,10 @@ import json
 import subprocess
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 
 import paramiko
 import pytest
-import websocket
 from compose_fixtures import (
     HOST_GID,
     HOST_UID,
@@ -25,6 +23,7 @@ from compose_fixtures import (
     deployments,  # noqa: F401  (the fixture)
     effective_config,
     http_status,
+    run_in_kernel,
     ssh_exec,
     wait_for,
 )
@@ -55,57 +54,6 @@ def token(workspace: Deployment) -> str:
         if "serve-jupyter: open " in line and "token=" in line:
             return line.rsplit("token=", 1)[1].strip()
     raise AssertionError(f"no token URL in the jupyter logs:\n{workspace.logs('jupyter')}")
-
-
-def run_in_kernel(port: int, token: str, code: str, timeout: float = 300) -> str:
-    """Start a kernel through the REST API, run `code` over its websocket, return what it printed (stdout)."""
-    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/kernels", b"{}", headers, method="POST")
-    with urllib.request.urlopen(request, timeout=60) as response:
-        kernel_id = json.load(response)["id"]
-    socket = websocket.create_connection(
-        f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels",
-        header=[f"Authorization: token {token}"],
-        timeout=timeout,
-    )
-    msg_id = uuid.uuid4().hex
-    header = {"msg_id": msg_id, "msg_type": "execute_request", "session": uuid.uuid4().hex, "version": "5.3"}
-    content = {
-        "code": code,
-        "silent": False,
-        "store_history": False,
-        "allow_stdin": False,
-        "stop_on_error": True,
-    }
-    socket.send(
-        json.dumps(
-            {
-                "header": header,
-                "parent_header": {},
-                "metadata": {},
-                "content": content,
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )
-    out: list[str] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            message = json.loads(socket.recv())
-            if message.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = message["header"]["msg_type"]
-            if kind == "stream" and message["content"]["name"] == "stdout":  # not warnings on stderr
-                out.append(message["content"]["text"])
-            elif kind == "error":
-                raise AssertionError("kernel error:\n" + "\n".join(message["content"]["traceback"]))
-            elif kind == "status" and message["content"]["execution_state"] == "idle":
-                return "".join(out)
-    finally:
-        socket.close()
-    raise AssertionError(f"no result from the kernel within {timeout:.0f} s; output so far: {''.join(out)!r}")
 
 
 def health(container: str) -> str:

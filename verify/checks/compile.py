@@ -64,6 +64,8 @@ class Toolchain:
     triton: str | None = None  # version when `import triton` works
     triton_error: str | None = None  # why it does not
     triton_requirement: str | None = None  # what the installed torch requires, e.g. "triton==3.4.0"
+    kernel_dir: str | None = None  # where the built kernels are written and loaded from (the cache folder)
+    kernel_dir_noexec: bool = False  # that folder's file system is mounted noexec: no kernel can load
 
 
 @dataclass
@@ -135,14 +137,34 @@ def cc_problem(tc: Toolchain) -> str | None:
     )
 
 
+def noexec_problem(tc: Toolchain) -> str | None:
+    """Docker's `--tmpfs /tmp` is mounted noexec unless told otherwise: Inductor and Triton build their
+    kernels as shared objects under the temporary folder and dlopen them, which a noexec mount refuses."""
+    if not tc.kernel_dir_noexec:
+        return None
+    return (
+        f"the temporary folder where torch.compile builds and loads its kernels ({tc.kernel_dir}) is on a "
+        "file system mounted noexec, so no built kernel can load; fix: mount it exec (docker run --tmpfs "
+        "/tmp:exec; a Kubernetes emptyDir is exec) or point TMPDIR at an exec-mounted writable folder"
+    )
+
+
 def missing_pieces(tc: Toolchain, device_type: str) -> list[str]:
     """What this device's compile needs and lacks: the CPU needs a C++ compiler and Python.h, a GPU needs
-    Triton, a C compiler and Python.h."""
+    Triton, a C compiler and Python.h; both need a folder they may load the built kernels from."""
     if device_type == "cpu":
         found = [cxx_problem(tc), python_h_problem(tc)]
     else:
         found = [triton_problem(tc), cc_problem(tc), python_h_problem(tc)]
-    return [problem for problem in found if problem]
+    return [problem for problem in [*found, noexec_problem(tc)] if problem]
+
+
+def mounted_noexec(path: Path) -> bool:
+    """Whether the file system holding `path` refuses to execute (and so to mmap-exec) its files."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_NOEXEC)
+    except OSError:
+        return False
 
 
 _EXCEPTION_HEADER = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)(:|$)")
@@ -253,7 +275,7 @@ def _triton_requirement() -> str | None:
     return None
 
 
-def collect_toolchain(gpu: bool) -> Toolchain:
+def collect_toolchain(gpu: bool, kernel_dir: Path | None = None) -> Toolchain:
     cxx = _inductor_cxx()
     include = sysconfig.get_paths()["include"]
     cc, cc_from_env = _triton_cc()
@@ -277,6 +299,8 @@ def collect_toolchain(gpu: bool) -> Toolchain:
         triton=triton_version,
         triton_error=triton_error,
         triton_requirement=_triton_requirement() if gpu else None,
+        kernel_dir=str(kernel_dir) if kernel_dir else None,
+        kernel_dir_noexec=mounted_noexec(kernel_dir) if kernel_dir else False,
     )
 
 
@@ -341,7 +365,7 @@ def run(ctx: Context) -> Result:
         import torch
 
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        tc = collect_toolchain(gpu=gpus > 0)
+        tc = collect_toolchain(gpu=gpus > 0, kernel_dir=Path(cache))
         compile_disabled = bool(getattr(torch._dynamo.config, "disable", False))
         verdicts: list[DeviceVerdict] = []
         notes: list[str] = []

@@ -1,6 +1,7 @@
 """The compile check for real on this GPU-less host: `verify run --only compile` in its own process, a real
 torch.compile through Inductor and g++, and real faults (no compiler on PATH, CXX naming nothing,
-TORCH_COMPILE_DISABLE=1) that must flip the verdict.
+TORCH_COMPILE_DISABLE=1, a temporary folder mounted noexec as Docker's `--tmpfs /tmp` is) that must flip
+the verdict.
 
 The passing run is a cold CPU compile: about 15 s on 2 cores with warm page cache, up to a minute the first
 time. The faults fail in seconds: Inductor looks for the compiler before it builds anything.
@@ -9,8 +10,11 @@ time. The faults fail in seconds: Inductor looks for the compiler before it buil
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from checkrun import run_check
 
 
@@ -57,3 +61,27 @@ def test_compile_switched_off_is_a_fail_not_a_silent_eager_pass(tmp_path):
     assert (code, result["status"]) == (1, "fail")
     assert "torch.compile is switched off (TORCH_COMPILE_DISABLE=1)" in result["summary"]
     assert "fix: unset TORCH_COMPILE_DISABLE" in result["summary"]
+
+
+@pytest.fixture
+def noexec_tmp(tmp_path: Path) -> Iterator[Path]:
+    """A real tmpfs mounted noexec, as `docker run --tmpfs /tmp` mounts /tmp (root only: mount(8))."""
+    folder = tmp_path / "noexec"
+    folder.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", "noexec,size=64m", "tmpfs", str(folder)]
+    mounted = subprocess.run(command, capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_noexec_temporary_folder_fails_naming_the_mount_and_the_fix(tmp_path, noexec_tmp):
+    code, result = run_compile(tmp_path, "--quick", TMPDIR=str(noexec_tmp), CXX=None)
+    assert (code, result["status"]) == (1, "fail"), result["summary"]
+    assert "is on a file system mounted noexec" in result["summary"], result["summary"]
+    assert "fix: mount it exec (docker run --tmpfs" in result["summary"]
+    (outcome,) = result["details"]["outcomes"]
+    assert outcome["error"]  # the real compile failed too: the built kernel could not be loaded

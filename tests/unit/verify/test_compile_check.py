@@ -107,6 +107,14 @@ def test_missing_triton_names_torchs_own_pin():
     assert "fix: pip install 'triton==3.4.0'" in problem
 
 
+def test_a_noexec_kernel_folder_is_named_on_both_devices():
+    tc = replace(GOOD, kernel_dir="/tmp/verify-compile-x", kernel_dir_noexec=True)
+    for device in ("cpu", "cuda"):
+        (problem,) = check.missing_pieces(tc, device)
+        assert "(/tmp/verify-compile-x) is on a file system mounted noexec" in problem
+        assert "fix: mount it exec (docker run --tmpfs /tmp:exec;" in problem
+
+
 def test_several_missing_pieces_are_all_named():
     tc = replace(GOOD, cxx_path=None, has_python_h=False)
     problems = check.missing_pieces(tc, "cpu")
