@@ -182,7 +182,7 @@ def job_env(**extra: str) -> dict[str, str]:
     }
 
 
-# The script asks for 8 GPUs and 8 tasks per node; each test node has one (fake) GPU and runs one rank.
+# Most tests ask for one task and one (fake) GPU a node: one rank a node keeps them quick on 2 cores.
 CPU_ARGS = ("--nodes=2", "--ntasks-per-node=1", "--gpus-per-node=1", "--time=5")
 # Short per-check timeouts: verify's waits for a missing rank are the check timeouts plus 30 s.
 FAULT_ARGS = "--only env --timeout 15"
@@ -216,6 +216,25 @@ def test_sbatch_runs_verify_on_two_nodes_and_writes_the_fleet_report(cluster: Cl
     assert [t["nodes"] for t in sweep["sweep"]["trials"]] == [[0, 1]], sweep["sweep"]
     assert sweep["sweep"]["nodes"] == {"0": "node1", "1": "node2"}
     assert "the sweep step ended with exit status 0" in output, output
+
+
+def test_the_scripts_own_defaults_run_eight_ranks_a_node_and_sweep_with_one(cluster: Cluster) -> None:
+    """Submitted as the script comes (2 nodes, 8 tasks and 8 GPUs a node, --exclusive): 16 ranks run verify,
+    each node sends one report, and the sweep step still runs one task per node, not the batch step's 8."""
+    env = job_env(VERIFY_ARGS="--only env --quick", VERIFY_SWEEP="always", VERIFY_SWEEP_ARGS="--timeout 20")
+    job = cluster.submit("--time=5", env=env)
+    state = cluster.wait_job(job, timeout=240)
+    output = cluster.output(job)
+    assert state["JobState"] == "COMPLETED", f"{state['JobState']} {state['ExitCode']}\n{output}"
+    assert state["NumTasks"] == "16" and state["NumNodes"] == "2", state
+    reports = cluster.reports(job)
+    assert len(list((reports / "nodes").glob("*.json"))) == 2, output
+    nodes = results(reports / "job.json")["nodes"]
+    assert nodes["status"] == "pass", nodes
+    assert nodes["figures"] == {"nodes": 2, "ranks_per_node": 8, "reported": 2}, nodes
+    sweep = json.loads((reports / "sweep.json").read_text())
+    assert sweep["exit_code"] == 0, sweep["sweep"]
+    assert [t["nodes"] for t in sweep["sweep"]["trials"]] == [[0, 1]], sweep["sweep"]
 
 
 def _reports_kept_and_failure_named(cluster: Cluster, job: int, output: str) -> None:
