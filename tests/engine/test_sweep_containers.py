@@ -32,7 +32,10 @@ RATE = "40mbit"
 LIMIT = f"rate {RATE} burst 32kbit latency 400ms"  # a token bucket on all that eth0 sends
 SWEEP_ARGS = ["--size", "1M", "--timeout", "30", "--tolerance", "90"]
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# func_only: the limit is for the test itself; the shared image builds its fixtures may start first have
+# their own bounds and take what load and cache make them (with a v2.8 build beside it, test_slurm's first
+# test once spent over 7 of its 10 minutes in them and failed, the job itself being fine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600, func_only=True)]
 
 
 @dataclass
