@@ -61,12 +61,6 @@ def test_non_root_start_execs_unchanged(built_image: str) -> None:
     assert done.stderr == ""
 
 
-def test_ssh_service_needs_root(built_image: str) -> None:
-    done = docker_run(built_image, "serve-ssh", user="1000:1000")
-    assert done.returncode == 2
-    assert "serve-ssh must start as root" in done.stderr
-
-
 def test_chosen_jupyter_token_never_reaches_the_logs(built_image: str) -> None:
     secret = "chosen-token-0123456789abcdef"
     name = f"pctest-token-{uuid.uuid4().hex[:8]}"

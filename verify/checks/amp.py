@@ -28,7 +28,9 @@ from verify.result import Result, Status
 NAME = "amp"
 DESCRIPTION = "autocast bf16 (and fp16 + GradScaler on CUDA): dtype policy, falling loss, parity with fp32"
 DEFAULT_TIMEOUT_S = 120.0
-IMPORTS = ("torch",)  # imported once, before CUDA, by the fork server
+# Imported once, before CUDA, by the fork server. torch._dynamo: the first optimizer step imports it (with
+# sympy and torch.distributed), 5-9 s in every forked child on the lent H100 where the venv has no .pyc.
+IMPORTS = ("torch", "torch._dynamo")
 EXCLUSIVE = True  # a GPU measurement: runs alone among the exclusive checks
 
 TOLERANCE = {"bf16": 1e-2, "fp16": 5e-3}
