@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.examples.serving import EXAMPLES, example_env
+from tests.foreground import foreground_python
 
 
 class FlakyServer(ThreadingHTTPServer):
@@ -63,7 +63,7 @@ def server() -> Iterator[FlakyServer]:
 
 def _load_test(srv: FlakyServer, *args: str) -> subprocess.Popen[str]:
     url = f"http://127.0.0.1:{srv.server_address[1]}"
-    command = [sys.executable, str(EXAMPLES / "load_test.py"), "--url", url, "--concurrency", "4", *args]
+    command = foreground_python(str(EXAMPLES / "load_test.py"), "--url", url, "--concurrency", "4", *args)
     return subprocess.Popen(
         command, env=example_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

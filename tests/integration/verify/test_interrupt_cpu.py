@@ -8,11 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.foreground import foreground_python
 
 REPO = Path(__file__).resolve().parents[3]
 HOOKS = Path(__file__).resolve().parent / "nccl_hooks"
@@ -45,10 +46,11 @@ def test_an_interrupt_during_a_stalled_all_reduce_leaves_no_rank_and_no_temp_fol
         "NCCL_TEST_MARK_DIR": str(marks),
         "NCCL_TEST_STALL_RANK": "1",
         "TMPDIR": str(tmp),
+        "PYTHONFAULTHANDLER": "1",  # a hang below is shown with every thread's stack (SIGABRT)
     }
     report = tmp_path / "report.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "verify", "run", "--only", "nccl", "--json", str(report)],
+        foreground_python("-m", "verify", "run", "--only", "nccl", "--json", str(report)),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -62,7 +64,12 @@ def test_an_interrupt_during_a_stalled_all_reduce_leaves_no_rank_and_no_temp_fol
     pids = {p.stem: int(p.read_text()) for p in marks.glob("rank*.pid")}
     assert all(_running(pid) for pid in pids.values()), pids
     proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints where each thread of the runner is
+        out, _ = proc.communicate(timeout=30)
+        pytest.fail(f"`verify run` still running 60 s after {sig.name}; its stacks:\n{out[-8000:]}")
     assert proc.returncode == 130, out
     assert "Traceback" not in out, out
     left = [name for name, pid in pids.items() if not _gone(pid)]

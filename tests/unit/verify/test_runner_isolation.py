@@ -13,6 +13,7 @@ from pathlib import Path
 import checkfakes
 import pytest
 
+from tests.foreground import foreground_python
 from verify.context import Context
 from verify.result import Status
 from verify.runner import FALLBACK_TIMEOUT_S, KILL_GRACE_S, read_spec, run_checks
@@ -180,7 +181,7 @@ def test_interrupt_writes_the_partial_report_and_exits_130(tmp_path, monkeypatch
     report_path = tmp_path / "partial.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ["PYTHONPATH"]])}
     proc = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPT_SCRIPT, str(report_path)],
+        foreground_python("-c", INTERRUPT_SCRIPT, str(report_path)),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
