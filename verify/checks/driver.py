@@ -15,8 +15,11 @@ Rules (the per-GPU ones and why each is FAIL or WARN are in verify/gpu_health.py
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from verify import compat, gpu_health, nvml
@@ -26,8 +29,8 @@ from verify.result import Result, Status
 NAME = "driver"
 DESCRIPTION = "NVIDIA driver vs the CUDA runtime; per GPU memory, ECC, MIG, throttling, temperature, power"
 DEFAULT_TIMEOUT_S = 60.0
-IMPORTS = ("torch",)  # imported once, before CUDA, by the fork server
-EXCLUSIVE = False  # runs beside the GPU measurements: NVML queries and torch's CUDA version: no GPU work
+IMPORTS = ()  # NVML, and torch's CUDA version read from its version.py: no torch import (the gate's tier)
+EXCLUSIVE = False  # runs beside the GPU measurements: NVML queries: no GPU work
 
 # nvmlClocksEventReason* / nvmlClocksThrottleReason* bits (nvml.h).
 THROTTLE_BITS: dict[int, str] = {
@@ -225,13 +228,29 @@ def collect() -> dict[str, Any]:
     return info
 
 
+TORCH_CUDA_LINE = re.compile(r"^cuda\s*(?::[^=]*)?=\s*(?:'([^']*)'|\"([^\"]*)\"|None)", re.MULTILINE)
+
+
 def runtime_cuda() -> str | None:
-    """The CUDA runtime torch was built with ('12.8'), None for a CPU build or without torch."""
+    """The CUDA runtime torch was built with ('12.8'), None for a CPU build or without torch.
+
+    Read from torch/version.py (generated at torch's build: `cuda: Optional[str] = '12.8'`) instead of
+    importing torch, which takes seconds: this check belongs to the torch-free tier (`verify gate`). A broken
+    torch is the env check's finding; here it only means "nothing to compare"."""
     try:
-        import torch
-    except Exception:  # a broken torch is the env check's finding; here it only means "nothing to compare"
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
         return None
-    return torch.version.cuda
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        try:
+            text = (Path(location) / "version.py").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        match = TORCH_CUDA_LINE.search(text)
+        if match:
+            return match.group(1) or match.group(2) or None
+    return None
 
 
 def _gpus_line(gpus: list[dict[str, Any]]) -> str:
