@@ -56,6 +56,9 @@ DEVICE_CALLS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("nvmlDeviceGetNumaNodeId", ()),
     ("nvmlDeviceGetCpuAffinity", (4,)),  # 4 x 64-bit words of CPU mask
     ("nvmlDeviceGetComputeMode", ()),
+    ("nvmlDeviceGetSerial", ()),
+    *((("nvmlDeviceGetNvLinkState", (link,))) for link in range(18)),  # NVML_NVLINK_MAX_LINKS
+    *((("nvmlDeviceGetNvLinkVersion", (link,))) for link in range(18)),
 )
 MIG_CALLS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("nvmlDeviceGetName", ()),
@@ -100,6 +103,23 @@ def answer(function: str, *args: Any) -> Any:
         return plain(fn(*args))
     except nv.NVMLError as exc:
         return {"nvml_error": getattr(exc, "value", -1), "message": str(exc)}
+    except TypeError as exc:  # a call whose signature this nvidia-ml-py changed: record it, go on
+        return {"nvml_error": -1, "message": f"TypeError: {exc}"}
+
+
+def fabric(handle: Any) -> Any:
+    """The fabric registration (NVSwitch systems), recorded as the structure's fields: pynvml wants the
+    structure passed in, so it cannot go through answer()."""
+    import ctypes
+
+    if not hasattr(nv, "c_nvmlGpuFabricInfo_t"):
+        return {"nvml_error": 13, "message": "nvmlDeviceGetGpuFabricInfo not in this nvidia-ml-py"}
+    info = nv.c_nvmlGpuFabricInfo_t()
+    try:
+        nv.nvmlDeviceGetGpuFabricInfo(handle, ctypes.byref(info))
+    except nv.NVMLError as exc:
+        return {"nvml_error": getattr(exc, "value", -1), "message": str(exc)}
+    return plain(info)
 
 
 def record_calls(handle: Any, calls: tuple[tuple[str, tuple[int, ...]], ...]) -> dict[str, Any]:
@@ -114,6 +134,7 @@ def main() -> int:
         for index in range(nv.nvmlDeviceGetCount()):
             handle = nv.nvmlDeviceGetHandleByIndex(index)
             device = record_calls(handle, DEVICE_CALLS)
+            device["nvmlDeviceGetGpuFabricInfo"] = fabric(handle)
             procs = [
                 proc
                 for key in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses")

@@ -128,3 +128,17 @@ def mig_handles(nv: Any, handle: Any, slots: int) -> Iterator[tuple[int, Any]]:
             yield slot, nv.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
         except nv.NVMLError:
             continue
+
+
+def fabric_info(nv: Any, handle: Any) -> tuple[int, int] | None:
+    """(state, status) of the GPU's fabric registration (NVSwitch systems), None where this nvidia-ml-py has
+    no such call. pynvml wants the structure passed in (nvmlDeviceGetGpuFabricInfo(handle, byref(info))).
+    Raises pynvml's NVMLError as NVML does (NOT_SUPPORTED on GPUs without a fabric)."""
+    import ctypes
+
+    struct = getattr(nv, "c_nvmlGpuFabricInfo_t", None)
+    if struct is None or not hasattr(nv, "nvmlDeviceGetGpuFabricInfo"):
+        return None
+    info = struct()
+    nv.nvmlDeviceGetGpuFabricInfo(handle, ctypes.byref(info))
+    return int(info.state), int(info.status)

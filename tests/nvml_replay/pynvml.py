@@ -16,6 +16,7 @@ back as objects with attributes, as pynvml's do.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from pathlib import Path
@@ -192,6 +193,25 @@ def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle: Handle) -> Handle:
     if handle.parent is None:
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
     return handle.parent
+
+
+class c_nvmlGpuFabricInfo_t(ctypes.Structure):
+    """The structure pynvml fills in place: nvmlDeviceGetGpuFabricInfo(handle, byref(info))."""
+
+    _fields_: ClassVar = [
+        ("clusterUuid", ctypes.c_uint8 * 16),
+        ("status", ctypes.c_uint),
+        ("cliqueId", ctypes.c_uint32),
+        ("state", ctypes.c_uint8),
+    ]
+
+
+def nvmlDeviceGetGpuFabricInfo(handle: Handle, info_ref: Any) -> int:
+    """Fills the structure passed by reference from the recorded fields, as NVML does."""
+    answer = _answer(handle.answers, "nvmlDeviceGetGpuFabricInfo", ())
+    info = info_ref._obj
+    info.state, info.status, info.cliqueId = int(answer.state), int(answer.status), int(answer.cliqueId)
+    return NVML_SUCCESS
 
 
 def __getattr__(name: str) -> Any:

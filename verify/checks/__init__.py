@@ -20,6 +20,8 @@ CHECK_MODULES: tuple[str, ...] = (
     "verify.checks.env",
     "verify.checks.driver",
     "verify.checks.host",
+    "verify.checks.xid",
+    "verify.checks.topology",
     "verify.checks.gpu",
     "verify.checks.nccl",
     "verify.checks.amp",

@@ -22,7 +22,7 @@ from jsonschema import Draft202012Validator
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = json.loads((REPO / "verify" / "report.schema.json").read_text())
 # Every check, in the order it runs (written out, so a check dropped by mistake fails here).
-EVERY_CHECK = ["env", "driver", "host", "gpu", "nccl", "amp", "bert", "compile"]
+EVERY_CHECK = ["env", "driver", "host", "xid", "topology", "gpu", "nccl", "amp", "bert", "compile"]
 FULL_RUN_BUDGET_S = 180  # the whole quick run on 2 shared cores; measured well below this
 
 

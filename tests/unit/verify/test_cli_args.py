@@ -11,7 +11,7 @@ from verify.checks import CHECK_MODULES
 from verify.cli import build_parser, main, require_gpu
 from verify.context import Context
 
-ALL_NAMES = ["env", "driver", "host", "gpu", "nccl", "amp", "bert", "compile"]
+ALL_NAMES = ["env", "driver", "host", "xid", "topology", "gpu", "nccl", "amp", "bert", "compile"]
 
 
 def _usage_error(capsys, argv, check_modules=CHECK_MODULES) -> str:

@@ -1,0 +1,185 @@
+"""The topology check's rules: GPU count against what is expected, NVLink per link, the NVSwitch fabric's
+registration, and InfiniBand/RoCE ports read from a sysfs tree laid out as the kernel documents it
+(Documentation/ABI/stable/sysfs-class-infiniband: ports/N/{state,phys_state,rate,link_layer,counters/*}).
+
+NVML answers come from a real H200's recording (tests/nvml_replay) with the field each test names changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from verify.checks import topology
+from verify.context import Context
+from verify.result import Status
+
+STATES = {"ACTIVE": "4: ACTIVE", "DOWN": "1: DOWN", "INIT": "2: INIT"}
+PHYS = {"LinkUp": "5: LinkUp", "Disabled": "3: Disabled", "Polling": "2: Polling"}
+
+
+def ib_port(
+    root: Path, device: str, port: int, state: str = "ACTIVE", phys: str = "LinkUp", **counters: int
+) -> None:
+    base = root / "sys/class/infiniband" / device / "ports" / str(port)
+    (base / "counters").mkdir(parents=True)
+    (base / "state").write_text(STATES[state] + "\n")
+    (base / "phys_state").write_text(PHYS[phys] + "\n")
+    (base / "rate").write_text("400 Gb/sec (4X NDR)\n")
+    (base / "link_layer").write_text("InfiniBand\n")
+    for name in topology.IB_COUNTERS:
+        (base / "counters" / name).write_text(f"{counters.get(name, 0)}\n")
+
+
+def run_under(root: Path, **options: Any) -> Any:
+    return topology.run(Context(options={"topology": {"root": str(root), **options}}))
+
+
+def test_eight_active_ports_pass_with_their_rate(tmp_path: Path) -> None:
+    for i in range(8):
+        ib_port(tmp_path, f"mlx5_{i}", 1)
+    result = run_under(tmp_path, expect_ib_ports=8)
+    assert result.status is Status.PASS, result.summary
+    assert "8 IB/RoCE port(s) ACTIVE (400 Gb/sec (4X NDR))" in result.summary
+    assert result.figures["ib_ports_active"] == 8
+
+
+def test_a_port_up_without_a_subnet_manager_fails(tmp_path: Path) -> None:
+    ib_port(tmp_path, "mlx5_0", 1)
+    ib_port(tmp_path, "mlx5_1", 1, state="INIT")
+    result = run_under(tmp_path)
+    assert result.status is Status.FAIL
+    assert "mlx5_1 port 1 is physically up but INIT" in result.summary and "subnet manager" in result.summary
+
+
+def test_a_port_down_warns_unless_a_count_is_expected_then_fails(tmp_path: Path) -> None:
+    ib_port(tmp_path, "mlx5_0", 1)
+    ib_port(tmp_path, "mlx5_1", 1, state="DOWN", phys="Polling")
+    loose = run_under(tmp_path)
+    assert loose.status is Status.WARN and "mlx5_1 port 1 is DOWN (Polling)" in loose.summary
+    strict = run_under(tmp_path, expect_ib_ports=2)
+    assert strict.status is Status.FAIL
+    assert (
+        "1 InfiniBand/RoCE port(s) ACTIVE, 2 expected" in strict.summary
+        and "mlx5_1 port 1 DOWN" in strict.summary
+    )
+
+
+def test_a_flapping_link_warns_with_its_count(tmp_path: Path) -> None:
+    ib_port(tmp_path, "mlx5_0", 1, link_downed=3, symbol_error=12)
+    result = run_under(tmp_path)
+    assert result.status is Status.WARN and "went down 3 time(s)" in result.summary
+    assert result.details["ports"][0]["counters"]["symbol_error"] == 12
+
+
+def test_a_node_with_nothing_to_check_skips(tmp_path: Path) -> None:
+    result = run_under(tmp_path)
+    assert result.status is Status.SKIP and "nothing to check" in result.summary
+
+
+def test_fewer_gpus_than_expected_fails_counted_by_device_nodes_without_nvml(tmp_path: Path) -> None:
+    """No NVML on this machine: the count falls back to /dev/nvidia<N> (a file stands in for each node)."""
+    (tmp_path / "dev").mkdir()
+    for i in range(7):
+        (tmp_path / "dev" / f"nvidia{i}").touch()
+    (tmp_path / "dev/nvidiactl").touch()  # not a GPU
+    result = run_under(tmp_path, expect_gpus=8)
+    assert result.status is Status.FAIL
+    assert (
+        "7 GPU(s) found by /dev/nvidia<N>" in result.summary
+        and "8 expected (--expect-gpus)" in result.summary
+    )
+    assert run_under(tmp_path, expect_gpus=7).status is Status.PASS
+
+
+def test_slurm_gpus_on_node_is_the_expectation_when_none_is_given(tmp_path: Path) -> None:
+    facts = topology.collect({"root": str(tmp_path)}, environ={"SLURM_GPUS_ON_NODE": "4"})
+    assert (facts.expect_gpus, facts.expect_source) == (4, "SLURM_GPUS_ON_NODE")
+    result = topology.evaluate(facts)
+    assert result.status is Status.FAIL and "4 expected (SLURM_GPUS_ON_NODE)" in result.summary
+
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def with_links(states: list[int]) -> Edit:
+    def edit(data: dict[str, Any]) -> None:
+        for link, state in enumerate(states):
+            data["devices"][0][f"nvmlDeviceGetNvLinkState({link})"] = state
+
+    return edit
+
+
+def with_fabric(state: int, status: int = 0) -> Edit:
+    def edit(data: dict[str, Any]) -> None:
+        data["devices"][0]["nvmlDeviceGetGpuFabricInfo"] = {
+            "clusterUuid": [0] * 16,
+            "status": status,
+            "cliqueId": 1,
+            "state": state,
+        }
+
+    return edit
+
+
+def test_the_recorded_h200_passes_with_its_gpu_count(nvml_replay: Callable[..., Any], tmp_path: Path) -> None:
+    replay = nvml_replay("h200-idle")
+    count = len(replay.data["devices"])
+    result = run_under(tmp_path, expect_gpus=count)
+    assert result.status is Status.PASS, result.summary
+    assert f"{count} GPU(s) by NVML" in result.summary
+
+
+def test_some_nvlinks_down_fail_naming_the_links(nvml_replay: Callable[..., Any], tmp_path: Path) -> None:
+    """Changed: GPU 0's NVLink states (the recording answered none): 16 of 18 up, links 3 and 9 down."""
+    nvml_replay("h200-idle", edit=with_links([0 if i in (3, 9) else 1 for i in range(18)]))
+    result = run_under(tmp_path)
+    assert result.status is Status.FAIL
+    assert "2 of 18 NVLinks down (links 3, 9)" in result.summary
+
+
+def test_all_nvlinks_up_pass_and_none_up_is_no_nvlink(
+    nvml_replay: Callable[..., Any], tmp_path: Path
+) -> None:
+    nvml_replay("h200-idle", edit=with_links([1] * 18))
+    up = run_under(tmp_path)
+    assert up.status is Status.PASS and "NVLink 18 links active on 1 GPU(s)" in up.summary
+    nvml_replay("h200-idle", edit=with_links([0] * 18))
+    assert "no NVLink in use" in run_under(tmp_path).summary
+
+
+@pytest.mark.parametrize(("state", "words"), [(1, "not started"), (2, "in progress")])
+def test_a_fabric_not_registered_fails_naming_the_fabric_manager(
+    nvml_replay: Callable[..., Any], tmp_path: Path, state: int, words: str
+) -> None:
+    """Changed: GPU 0's fabric info (the recorded H200 answered 'not supported')."""
+    nvml_replay("h200-idle", edit=with_fabric(state))
+    result = run_under(tmp_path)
+    assert result.status is Status.FAIL
+    assert f"GPU fabric registration {words}" in result.summary and "nvidia-fabricmanager" in result.summary
+    assert "error 802" in result.summary
+
+
+def test_a_fabric_registered_with_an_error_fails_and_a_good_one_passes(
+    nvml_replay: Callable[..., Any], tmp_path: Path
+) -> None:
+    nvml_replay("h200-idle", edit=with_fabric(3, status=999))
+    assert run_under(tmp_path).status is Status.FAIL
+    nvml_replay("h200-idle", edit=with_fabric(3, status=0))
+    good = run_under(tmp_path)
+    assert good.status is Status.PASS and "fabric registered on 1 GPU(s)" in good.summary
+
+
+def test_the_recorded_h100_vm_has_no_nvlink_and_no_fabric_and_passes(
+    nvml_replay: Callable[..., Any], tmp_path: Path
+) -> None:
+    """As recorded on the lent H100 (one GPU of an HGX board in a VM): every NVLink query NOT_SUPPORTED and
+    the fabric state 0 (not supported). Neither may read as a fault."""
+    nvml_replay("h100-idle")
+    result = run_under(tmp_path, expect_gpus=1)
+    assert result.status is Status.PASS, result.summary
+    assert result.summary.startswith("1 GPU(s) by NVML (--expect-gpus 1); no NVLink in use")
+    assert run_under(tmp_path, expect_gpus=2).status is Status.FAIL
