@@ -333,3 +333,81 @@ def test_a_hung_rank_fails_the_job_within_its_timeout(cluster: Cluster) -> None:
     assert [(f["kind"], f["nodes"]) for f in found] == [("node", [1])], sweep["sweep"]
     assert found[0]["summary"].startswith("node 1 stopped answering: never joined the sweep"), found
     print(f"job {job} ended FAILED after {time.monotonic() - started:.0f} s")
+
+
+HEALTH = "/src/deploy/slurm/verify-health.sh"
+
+
+def node_state(cluster: Cluster, node: str) -> tuple[str, str]:
+    """(state, reason) as sinfo has them: ('idle', 'none'), ('drained', 'verify: ...'), ..."""
+    out = cluster.exec("slurmctld", ["sinfo", "-h", "-N", "-n", node, "-o", "%T|%E"]).strip()
+    state, _, reason = out.partition("|")
+    return state, reason
+
+
+def wait_node_state(cluster: Cluster, node: str, want: str, timeout: float = 60) -> None:
+    """Until sinfo shows the state `want`: after a RESUME slurmctld marks the node NOT_RESPONDING ('idle*')
+    until its slurmd answers the next ping, a few seconds later."""
+    deadline = time.monotonic() + timeout
+    while (got := node_state(cluster, node))[0] != want:
+        if time.monotonic() > deadline:
+            show = cluster.exec("slurmctld", ["scontrol", "-o", "show", "node", node])
+            pytest.fail(f"{node} still {got} after {timeout:.0f} s, {want} expected:\n{show}")
+        time.sleep(0.5)
+
+
+def test_the_health_check_drains_a_node_on_verify_s_word_and_returns_it(cluster: Cluster) -> None:
+    """deploy/slurm/verify-health.sh as slurmd runs a HealthCheckProgram: as root on the node, outside a job.
+
+    The node's GPUs are stand-ins: VERIFY_HOST_ROOT points `verify gate` at a tree with eight /dev/nvidia<N>
+    files and a driver version file (no NVML in these containers, so the count comes from device nodes);
+    slurm.conf gives each node Gres=gpu:8, which the script reads and passes as --expect-gpus 8. The fault:
+    one GPU's device node disappears, as when a GPU falls off the bus."""
+    root = cluster.shared / "root-node2"
+    (root / "proc/driver/nvidia").mkdir(parents=True)
+    (root / "proc/driver/nvidia/version").write_text(
+        "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.95.05\n"
+    )
+    (root / "dev").mkdir()
+    for i in range(8):
+        (root / "dev" / f"nvidia{i}").touch()
+    env = {
+        "VERIFY_VENV": "/opt/venv",
+        "PYTHONPATH": "/src",
+        "VERIFY_HOST_ROOT": "/shared/root-node2",
+        "VERIFY_STATE_DIR": "/var/lib/verify",
+    }
+
+    def health() -> str:
+        started = time.monotonic()
+        out = cluster.exec("node2", ["bash", HEALTH], env=env)
+        print(f"verify-health.sh on node2: {time.monotonic() - started:.1f} s")
+        return out
+
+    health()
+    assert node_state(cluster, "node2") == ("idle", "none")
+    gate = json.loads(cluster.exec("node2", ["cat", "/var/lib/verify/gate.json"]))
+    assert gate["options"]["expect_gpus"] == 8, gate["options"]  # from Gres=gpu:8
+
+    (root / "dev/nvidia7").unlink()  # a GPU lost
+    health()
+    state, reason = node_state(cluster, "node2")
+    assert state == "drained", (state, reason)
+    assert reason.startswith("verify: topology: 7 GPU(s) found by /dev/nvidia<N>"), reason
+    assert "8 expected (--expect-gpus)" in reason and "fix:" in reason, reason
+    assert node_state(cluster, "node1") == ("idle", "none")  # the other node untouched
+
+    (root / "dev/nvidia7").touch()  # the GPU is back
+    assert "gate passed; resumed" in health()
+    wait_node_state(cluster, "node2", "idle")  # Slurm 24.11 keeps the old reason text on a resumed node
+
+    # An admin's drain stays, whether the gate passes or fails, and keeps the admin's reason.
+    cluster.exec(
+        "slurmctld", ["scontrol", "update", "NodeName=node2", "State=DRAIN", "Reason=admin: fan check"]
+    )
+    health()
+    assert node_state(cluster, "node2") == ("drained", "admin: fan check")
+    (root / "dev/nvidia0").unlink()
+    out = health()
+    assert node_state(cluster, "node2") == ("drained", "admin: fan check")
+    assert "left as drained by someone else: admin: fan check" in out

@@ -1,8 +1,8 @@
 """`verify`: is this GPU stack right, and is it fast, here? (console script; also `python -m verify`)
 
 This package only parses arguments, wires the runner to the terminal and writes the reports: the parser and
-main() here, one module per command family (run.py: `verify run` and `verify list`; fleet.py; sweep.py;
-bench.py), what they share in common.py.
+main() here, one module per command family (run.py: `verify run` and `verify list`; gate.py; fleet.py;
+sweep.py; bench.py), what they share in common.py.
 Exit codes: 0 every check passed (SKIP and WARN allowed), 1 a check failed, 2 a usage error, 130 interrupted.
 """
 
@@ -23,6 +23,7 @@ from verify.cli.common import (
     job_topology,
 )
 from verify.cli.fleet import _add_fleet, cmd_fleet
+from verify.cli.gate import GATE_CHECKS, _add_gate, cmd_gate
 from verify.cli.run import (
     DEFAULT_JSON,
     FALSE_WORDS,
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_JSON",
     "EXAMPLES",
     "FALSE_WORDS",
+    "GATE_CHECKS",
     "REQUIRE_GPU_ENV",
     "TRUE_WORDS",
     "RichProgress",
@@ -49,6 +51,7 @@ __all__ = [
     "build_parser",
     "cmd_bench",
     "cmd_fleet",
+    "cmd_gate",
     "cmd_list",
     "cmd_run",
     "cmd_run_job",
@@ -75,6 +78,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {rep.tool_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run(sub)
+    _add_gate(sub)
     _add_sweep(sub)
     sub.add_parser("list", help="list the checks, one line each").set_defaults(func=cmd_list)
     _add_fleet(sub)

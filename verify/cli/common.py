@@ -23,6 +23,7 @@ examples:
   srun -N2 --ntasks-per-node 8 verify run --report-dir reports/   # one job over 2 nodes (Slurm)
   torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
       -m verify run --report-dir reports/  # the same under torchrun, on every node
+  verify gate --expect-gpus 8              # the seconds-long torch-free tier for a scheduler's prolog
   verify list                              # the checks, one line each
   verify bench bert --help                 # the BERT training benchmark and its options
   verify fleet reports/ --html fleet.html  # merge node reports, flag failed/slow/mismatched nodes

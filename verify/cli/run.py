@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 
+from verify import metrics
 from verify import report as rep
 from verify.cli.common import (
     EXAMPLES,
@@ -60,6 +61,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         help=f"write the JSON report here (default: ./{DEFAULT_JSON}; always written)",
     )
     run.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML for CI test publishers")
+    add_prom(run)
     run.add_argument(
         "--report-dir",
         type=Path,
@@ -86,7 +88,47 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help=f"image manifest to compare with (default: {DEFAULT_MANIFEST} if present)",
     )
+    add_expectations(run)
     run.set_defaults(func=cmd_run)
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return int(text)
+
+
+def add_prom(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--prom",
+        type=Path,
+        metavar="FILE",
+        help="also write Prometheus metrics (text format, written atomically; in a job, each node its own) "
+        "for node_exporter's textfile collector, e.g. /var/lib/node_exporter/textfile/verify.prom",
+    )
+
+
+def add_expectations(parser: argparse.ArgumentParser) -> None:
+    """What this node should have (the topology check judges them); shared by `run` and `gate`."""
+    parser.add_argument(
+        "--expect-gpus",
+        type=_count,
+        metavar="N",
+        help="fail when fewer than N GPUs are found (default: the job's SLURM_GPUS_ON_NODE, else not judged)",
+    )
+    parser.add_argument(
+        "--expect-ib-ports",
+        type=_count,
+        metavar="N",
+        help="fail when fewer than N InfiniBand/RoCE ports are ACTIVE (default: a port down is a WARN)",
+    )
+
+
+def expectations(args: argparse.Namespace) -> dict[str, Any]:
+    """ctx.options for the topology check from --expect-gpus / --expect-ib-ports."""
+    wanted = {"expect_gpus": args.expect_gpus, "expect_ib_ports": args.expect_ib_ports}
+    wanted = {key: value for key, value in wanted.items() if value is not None}
+    return {"topology": wanted} if wanted else {}
 
 
 def select(specs: Sequence[CheckSpec], only: Sequence[str], skip: Sequence[str]) -> list[CheckSpec]:
@@ -115,12 +157,13 @@ def require_gpu(flag: bool, environ: dict[str, str] | os._Environ[str]) -> bool:
     return flag or word in TRUE_WORDS
 
 
-def _default_json() -> Path:
-    """./verify-report.json, or the temp dir when the working directory is read-only."""
+def _default_json(default: Path = DEFAULT_JSON) -> Path:
+    """./verify-report.json (the gate: ./verify-gate.json), or the temp dir when the working directory is
+    read-only (a Slurm prolog may start in /)."""
     try:
-        return ensure_writable(DEFAULT_JSON, "--json")
+        return ensure_writable(default, "--json")
     except UsageError:
-        return Path(tempfile.gettempdir()) / f"verify-report-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+        return Path(tempfile.gettempdir()) / f"{default.stem}-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
 
 
 class RichProgress:
@@ -169,20 +212,31 @@ def cmd_list(_args: argparse.Namespace, modules: Sequence[str]) -> int:
     return rep.EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
+def cmd_run(
+    args: argparse.Namespace, modules: Sequence[str], default_json: Path = DEFAULT_JSON, in_job: bool = True
+) -> int:
+    """`verify run`; `verify gate` calls it with its own checks, its own default report and no job (a
+    prolog or health check runs on one node, outside any job's ranks)."""
     specs = select(read_specs(modules), args.only, args.skip)
     if args.manifest is not None and not args.manifest.is_file():
         raise UsageError(f"--manifest {args.manifest}: no such file; fix: give the image's manifest.json")
-    json_path = ensure_writable(args.json, "--json") if args.json else _default_json()
+    json_path = ensure_writable(args.json, "--json") if args.json else _default_json(default_json)
     junit_path = ensure_writable(args.junit, "--junit") if args.junit else None
+    prom_path = ensure_writable(args.prom, "--prom") if args.prom else None
     if args.report_dir:  # checked now, not after every check has run (the node would be reported missing)
         args.report_dir = ensure_writable_dir(args.report_dir, "--report-dir")
     manifest = args.manifest or DEFAULT_MANIFEST
     needs_gpu = require_gpu(args.require_gpu, os.environ)
-    ctx = Context(quick=args.quick, timeout_s=args.timeout, manifest_path=manifest, require_gpu=needs_gpu)
-    topo = job_topology(os.environ)
+    ctx = Context(
+        quick=args.quick,
+        timeout_s=args.timeout,
+        manifest_path=manifest,
+        require_gpu=needs_gpu,
+        options=expectations(args),
+    )
+    topo = job_topology(os.environ) if in_job else None
     if topo is not None:
-        return cmd_run_job(args, specs, ctx, topo, json_path, junit_path, manifest)
+        return cmd_run_job(args, specs, ctx, topo, json_path, junit_path, manifest, prom_path)
 
     console = Console()
     started_at = dt.datetime.now(dt.UTC)
@@ -201,6 +255,7 @@ def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
             "skip": args.skip,
             "checks": [spec.name for spec in specs],
             "report_dir": str(args.report_dir) if args.report_dir else None,
+            **expectations(args).get("topology", {}),
         },
         interrupted=outcome.interrupted,
     )
@@ -209,11 +264,15 @@ def cmd_run(args: argparse.Namespace, modules: Sequence[str]) -> int:
         rep.write_json(report, args.report_dir / f"node0000-{rep.host_info()['hostname']}.json")
     if junit_path:
         rep.write_junit(report, junit_path)
+    if prom_path:
+        metrics.write(report, prom_path, command="run" if in_job else "gate")
     console.print()
     console.print(rep.results_table(outcome.results))
     rep.print_summary(console, report)
     if junit_path:
         console.print(f"JUnit XML: {junit_path.resolve()}", highlight=False, soft_wrap=True)
+    if prom_path:
+        console.print(f"Prometheus metrics: {prom_path.resolve()}", highlight=False, soft_wrap=True)
     console.print(f"JSON report: {json_path.resolve()}", highlight=False, soft_wrap=True)
     return int(report["exit_code"])
 
@@ -226,9 +285,11 @@ def cmd_run_job(
     json_path: Path,
     junit_path: Path | None,
     manifest: Path,
+    prom_path: Path | None = None,
 ) -> int:
     """One rank of a multi-node job (verify.cluster.jobrun): only global rank 0 prints the table and writes
-    the job's report; each node's local rank 0 writes that node's report into --report-dir."""
+    the job's report; each node's local rank 0 writes that node's report into --report-dir and its
+    metrics into --prom (a path on the node itself)."""
     from verify.cluster import jobrun  # imports torch: only in a job
 
     started_at = dt.datetime.now(dt.UTC)
@@ -245,7 +306,8 @@ def cmd_run_job(
     console = Console()
 
     def write_node_report(results: list[Result]) -> Path | None:
-        if not args.report_dir:
+        """On each node's local rank 0: that node's report into --report-dir, its metrics into --prom."""
+        if not args.report_dir and not prom_path:
             return None
         node = rep.build_report(
             results,
@@ -256,6 +318,10 @@ def cmd_run_job(
             interrupted=False,
             job=rep.job_section(topo, role="node"),
         )
+        if prom_path:
+            metrics.write(node, prom_path)
+        if not args.report_dir:
+            return None
         path = args.report_dir / jobrun.node_report_name(topo, rep.host_info()["hostname"])
         rep.write_json(node, path)
         return path.resolve()
