@@ -198,7 +198,7 @@ class RichProgress:
         self.running.pop(result.name, None)
         self.done += 1
         line = rep.status_text(result.status)
-        line.append(f"  {result.name:<7} {result.duration_s:6.1f} s  ", style="default")
+        line.append(f"  {result.name:<8} {result.duration_s:5.1f} s  ", style="default")
         line.append(result.summary, style="default")
         self.console.print(line, overflow="fold")
         self._show()
