@@ -6,7 +6,8 @@
 # gate.json, prof.txt (at most 8 files: what a device call brings back). BEFORE (optional):
 # a folder holding an older verify/ to time first, same host, same call (adds bench-before-quick.json).
 # XID=1 also writes one XID line into the kernel log (/dev/kmsg, root only) and runs the xid check again:
-# the line names a PCI address that is no GPU of this host, so it WARNs and never marks a real GPU bad.
+# the line names a PCI address that is no GPU of this host, so no real GPU is named bad; on a host the xid
+# check FAILs on it until the machine reboots (a lent machine starts fresh on its next loan).
 set -u
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 OUT="${OUT:-/tmp/gpu-timing}"

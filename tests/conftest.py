@@ -59,6 +59,20 @@ class NvmlReplay:
 
 
 @pytest.fixture
+def no_nvml(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """NVML absent, as on this CPU machine, also on a GPU host: the replay stand-in with no recording (its
+    nvmlInit fails like a host without the library), and no Slurm GPU count in the environment. Returns the
+    environment for subprocesses."""
+    monkeypatch.delenv("NVML_REPLAY", raising=False)
+    monkeypatch.delenv("SLURM_GPUS_ON_NODE", raising=False)
+    monkeypatch.syspath_prepend(str(NVML_REPLAY_DIR))
+    monkeypatch.delitem(sys.modules, "pynvml", raising=False)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(NVML_REPLAY_DIR), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+@pytest.fixture
 def nvml_replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., NvmlReplay]:
     """nvml_replay("h200-idle", edit=fn): replay tests/nvml_replay/recordings/<name>.json, after `edit`
     changed the loaded dict (e.g. one ECC counter), in this process and in subprocesses started with `.env`.

@@ -13,7 +13,8 @@ Metrics (gauges; labels in braces):
     verify_gpu_temperature_celsius{gpu,uuid}   and _power_watts, _memory_used_bytes,
     verify_gpu_ecc_uncorrected_errors{gpu,uuid,scope}  from the driver check's NVML facts
     verify_run_exit_code, verify_run_duration_seconds, verify_run_timestamp_seconds
-    verify_run_info{host,version,command}      1
+    verify_run_info{host,version}              1
+Every sample also has `command` ("run" or "gate"): both may write into one textfile folder.
 """
 
 from __future__ import annotations
@@ -47,12 +48,15 @@ def _number(value: Any) -> float | None:
 
 
 class _Family:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name, self.help = name, help_text
+    """One metric; every sample carries the `command` label ("run" or "gate"), so the files of both in one
+    textfile folder never hold the same series twice (node_exporter rejects such a pair)."""
+
+    def __init__(self, name: str, help_text: str, command: str) -> None:
+        self.name, self.help, self.command = name, help_text, command
         self.samples: list[tuple[dict[str, object], float]] = []
 
     def add(self, value: float, **labels: object) -> None:
-        self.samples.append((labels, value))
+        self.samples.append(({"command": self.command, **labels}, value))
 
     def lines(self) -> Iterable[str]:
         if not self.samples:
@@ -65,14 +69,18 @@ class _Family:
 
 def render(report: dict[str, Any], command: str = "run") -> str:
     """The report (verify/report.py's dict) as exposition text."""
-    status = _Family("verify_check_status", "1 for the check's status in the last run, 0 for the others")
-    duration = _Family("verify_check_duration_seconds", "wall time of the check in the last run")
-    figure = _Family("verify_check_figure", "each numeric figure a check reported in the last run")
-    temperature = _Family("verify_gpu_temperature_celsius", "GPU temperature (NVML) at the last run")
-    power = _Family("verify_gpu_power_watts", "GPU power draw (NVML) at the last run")
-    memory = _Family("verify_gpu_memory_used_bytes", "GPU memory in use (NVML) at the last run")
+    status = _Family(
+        "verify_check_status", "1 for the check's status in the last run, 0 for the others", command
+    )
+    duration = _Family("verify_check_duration_seconds", "wall time of the check in the last run", command)
+    figure = _Family("verify_check_figure", "each numeric figure a check reported in the last run", command)
+    temperature = _Family("verify_gpu_temperature_celsius", "GPU temperature (NVML) at the last run", command)
+    power = _Family("verify_gpu_power_watts", "GPU power draw (NVML) at the last run", command)
+    memory = _Family("verify_gpu_memory_used_bytes", "GPU memory in use (NVML) at the last run", command)
     ecc = _Family(
-        "verify_gpu_ecc_uncorrected_errors", "uncorrected ECC errors (NVML; scope volatile/aggregate)"
+        "verify_gpu_ecc_uncorrected_errors",
+        "uncorrected ECC errors (NVML; scope volatile/aggregate)",
+        command,
     )
     for result in report.get("results", []):
         name = result["name"]
@@ -100,11 +108,13 @@ def render(report: dict[str, Any], command: str = "run") -> str:
                         ecc.add(number, **labels, scope=scope)
     run = [
         _Family(
-            "verify_run_exit_code", "exit code of the last run (0 fit, 1 a check failed, 130 interrupted)"
+            "verify_run_exit_code",
+            "exit code of the last run (0 fit, 1 a check failed, 130 interrupted)",
+            command,
         ),
-        _Family("verify_run_duration_seconds", "wall time of the last run"),
-        _Family("verify_run_timestamp_seconds", "when the last run started (Unix time)"),
-        _Family("verify_run_info", "the last run's host, verify version and command"),
+        _Family("verify_run_duration_seconds", "wall time of the last run", command),
+        _Family("verify_run_timestamp_seconds", "when the last run started (Unix time)", command),
+        _Family("verify_run_info", "the last run's host and verify version", command),
     ]
     run[0].add(float(report.get("exit_code", 0)))
     run[1].add(float(report.get("duration_s") or 0.0))
@@ -112,7 +122,8 @@ def render(report: dict[str, Any], command: str = "run") -> str:
     if started:
         run[2].add(dt.datetime.fromisoformat(started).timestamp())
     host = (report.get("host") or {}).get("hostname", "")
-    run[3].add(1.0, host=host, version=report.get("tool_version", ""), command=command)
+    version = (report.get("tool") or {}).get("version", "")
+    run[3].add(1.0, host=host, version=version)
     families = [status, duration, figure, temperature, power, memory, ecc, *run]
     return "\n".join(line for family in families for line in family.lines()) + "\n"
 

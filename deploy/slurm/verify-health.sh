@@ -12,10 +12,13 @@
 # What it does: `verify gate` (driver and GPU health from NVML, the host's limits, XIDs in the kernel log,
 # GPU count, NVLink, the NVSwitch fabric, InfiniBand ports; no torch, a few seconds) with --expect-gpus set
 # to the GPUs slurm.conf gives this node (its Gres=gpu:N), then
-#   FAIL      -> scontrol update State=DRAIN Reason="verify: <check>: <why and the fix>"; unless an admin
-#                drained it already (a reason not starting with "verify:"): that drain and reason stay
+#   FAIL      -> scontrol update State=DRAIN Reason="verify: <check>: <why and the fix>"; unless someone else
+#                set the node's state already (drained, down or failed with a reason not starting with
+#                "verify:"): that state and reason stay
 #   pass      -> a node drained by verify (reason "verify: ...") -> State=RESUME; any other node: untouched
-#   no answer -> (verify missing, a usage error) nothing changes; the reason is printed and the exit is 2
+#   no answer -> (verify missing or crashed, no fresh report, a usage error) nothing changes; the reason is
+#                printed; exit 2 as a health check, 0 as a Prolog (Slurm would drain the node on any
+#                non-zero Prolog exit, and a broken health check is no verdict on the node)
 #
 # Settings (environment; for HealthCheckProgram put them in a wrapper or /etc/default file it sources):
 #   VERIFY_VENV        a virtualenv with `pip install 'pytorch-cuda[harness]'` (default /opt/verify)
@@ -33,15 +36,16 @@ node="${SLURMD_NODENAME:-$(hostname -s)}"
 read -r -a extra <<<"${VERIFY_GATE_ARGS:-}"
 
 say() { echo "verify-health[$node]: $*" >&2; }
+# No verdict: as a Prolog (SLURM_JOB_ID set) let the job start; Slurm drains on any non-zero Prolog exit.
+no_verdict() { say "$*; nothing changed"; if [ -n "${SLURM_JOB_ID:-}" ]; then exit 0; fi; exit 2; }
 
 if [ ! -x "$venv/bin/verify" ]; then
-    say "no $venv/bin/verify; fix: python3 -m venv $venv && $venv/bin/pip install 'pytorch-cuda[harness]', or set VERIFY_VENV"
-    exit 2
+    no_verdict "no $venv/bin/verify; fix: python3 -m venv $venv && $venv/bin/pip install 'pytorch-cuda[harness]', or set VERIFY_VENV"
 fi
-mkdir -p "$state_dir" || { say "cannot create $state_dir; fix: set VERIFY_STATE_DIR to a writable folder"; exit 2; }
+mkdir -p "$state_dir" || no_verdict "cannot create $state_dir; fix: set VERIFY_STATE_DIR to a writable folder"
 
 # The GPUs slurm.conf gives this node: Gres=gpu:8, gpu:h100:8(S:0-1), or several types (gpu:a:4,gpu:b:2).
-node_line="$(scontrol -o show node "$node" 2>/dev/null)" || { say "scontrol show node $node failed; is slurmctld up?"; exit 2; }
+node_line="$(scontrol -o show node "$node" 2>/dev/null)" || no_verdict "scontrol show node $node failed; is slurmctld up?"
 expect=()
 if [[ " ${extra[*]} " != *" --expect-gpus "* ]]; then
     gres="$(grep -o 'Gres=[^ ]*' <<<"$node_line" | head -n 1)"
@@ -50,14 +54,17 @@ if [[ " ${extra[*]} " != *" --expect-gpus "* ]]; then
 fi
 
 report="$state_dir/gate.json"
-"$venv/bin/verify" gate --json "$report" "${expect[@]}" "${extra[@]}" >"$state_dir/gate.log" 2>&1
+rm -f "$report"  # a verify that crashes must not leave the last run's verdict to be read as this one's
+# ${a[@]+"${a[@]}"}: an empty array under `set -u` aborts bash before 4.4 (RHEL 7)
+"$venv/bin/verify" gate --json "$report" ${expect[@]+"${expect[@]}"} ${extra[@]+"${extra[@]}"} \
+    >"$state_dir/gate.log" 2>&1
 rc=$?
 
 # This node's state and reason as sinfo has them ("drained", "draining", "idle", ...; reason or "none").
 state="$(sinfo -h -N -n "$node" -o '%T' | head -n 1)"
 current="$(sinfo -h -N -n "$node" -o '%E' | head -n 1)"
-drained=0
-case "$state" in drain* | *drain*) drained=1 ;; esac
+drained=0  # out of service: drained, draining, down or failed
+case "$state" in *drain* | down* | fail*) drained=1 ;; esac
 
 case "$rc" in
     0)
@@ -67,14 +74,17 @@ case "$rc" in
         exit 0
         ;;
     1)
-        reason="$("$venv/bin/python" - "$report" <<'PY'
+        # The reason from this run's own report: it must exist and name a FAIL (a crash exits 1 too).
+        reason="$("$venv/bin/python" - "$report" 2>/dev/null <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
 failed = [f"{r['name']}: {r['summary']}" for r in report["results"] if r["status"] == "fail"]
+if report.get("exit_code") != 1 or not failed:
+    sys.exit(1)
 text = "verify: " + " | ".join(failed)
 print((text[:250] + "...") if len(text) > 253 else text)
 PY
-)"
+)" || { tail -n 5 "$state_dir/gate.log" >&2; no_verdict "verify gate exited 1 without a report naming a FAIL"; }
         if [ "$drained" = 1 ] && [[ "$current" != verify:* ]]; then
             say "gate failed ($reason); left as drained by someone else: $current"
         else
@@ -84,8 +94,7 @@ PY
         exit 0
         ;;
     *)
-        say "verify gate gave no verdict (exit $rc); nothing changed:"
         tail -n 5 "$state_dir/gate.log" >&2
-        exit 2
+        no_verdict "verify gate gave no verdict (exit $rc)"
         ;;
 esac

@@ -371,6 +371,7 @@ def test_the_health_check_drains_a_node_on_verify_s_word_and_returns_it(cluster:
     (root / "dev").mkdir()
     for i in range(8):
         (root / "dev" / f"nvidia{i}").touch()
+    (root / ".dockerenv").touch()  # the node is a container: NVML missing there is a WARN, not a FAIL
     env = {
         "VERIFY_VENV": "/opt/venv",
         "PYTHONPATH": "/src",
@@ -396,6 +397,13 @@ def test_the_health_check_drains_a_node_on_verify_s_word_and_returns_it(cluster:
     assert reason.startswith("verify: topology: 7 GPU(s) found by /dev/nvidia<N>"), reason
     assert "8 expected (--expect-gpus)" in reason and "fix:" in reason, reason
     assert node_state(cluster, "node1") == ("idle", "none")  # the other node untouched
+
+    # No verdict (here a usage error) changes nothing: the node stays drained, the script says why, exit 2.
+    code, out = cluster.containers["node2"].exec_run(
+        ["bash", HEALTH], environment=env | {"VERIFY_GATE_ARGS": "--expect-ib-ports eight"}
+    )
+    assert code == 2 and "gave no verdict (exit 2); nothing changed" in out.decode(), out.decode()
+    assert node_state(cluster, "node2") == (state, reason)
 
     (root / "dev/nvidia7").touch()  # the GPU is back
     assert "gate passed; resumed" in health()

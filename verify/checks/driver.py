@@ -6,7 +6,8 @@ is unit-tested on plain data and the NVML path is exercised for real on a GPU ho
 
 Rules (the per-GPU ones and why each is FAIL or WARN are in verify/gpu_health.py):
 - driver older than the runtime's minimum (verify/compat.py): FAIL naming the minimum; inside CUDA
-  minor-version compatibility: WARN (works with limits; see compat.py).
+  minor-version compatibility: WARN (works with limits; see compat.py). `verify gate` does not compare
+  (`options["driver"]["compare_runtime"]` False): the torch beside it is the health check's, not the jobs'.
 - uncorrected ECC errors since the driver loaded, pages pending retirement, a failed row remapping: FAIL.
 - a row remapping pending, other processes holding GPU memory, clocks held down by heat or power: WARN.
 - PCIe link below its maximum: reported, not judged. MIG mode and MIG devices: reported.
@@ -303,8 +304,13 @@ def _figures(gpus: list[dict[str, Any]]) -> dict[str, Any]:
     return figures
 
 
-def evaluate(info: dict[str, Any], runtime: str | None) -> Result:
-    """The verdict from collected NVML facts and torch's CUDA runtime (pure)."""
+NO_TORCH_CUDA = "torch is a CPU build or missing"
+NOT_COMPARED = "not compared in verify gate: each job brings its own CUDA runtime"
+
+
+def evaluate(info: dict[str, Any], runtime: str | None, no_runtime: str = NO_TORCH_CUDA) -> Result:
+    """The verdict from collected NVML facts and torch's CUDA runtime (pure); `no_runtime` says why there is
+    no runtime to compare when `runtime` is None."""
     gpus: list[dict[str, Any]] = [dict(g) for g in info.get("gpus") or []]
     driver = info.get("driver_version")
     details: dict[str, Any] = {**info, "runtime_cuda": runtime}
@@ -322,7 +328,7 @@ def evaluate(info: dict[str, Any], runtime: str | None) -> Result:
     fails: list[str] = []
     warns: list[str] = []
     if runtime is None:
-        compat_line = "no CUDA runtime to compare (torch is a CPU build or missing)"
+        compat_line = f"no CUDA runtime to compare ({no_runtime})"
     elif not isinstance(driver, str):
         compat_line = "driver version unreadable"
         warns.append(f"NVML did not report the driver version ({info.get('nvml_errors')})")
@@ -372,4 +378,6 @@ def run(ctx: Context) -> Result:
                 details=details,
             )
         return Result(NAME, Status.SKIP, f"no NVIDIA driver ({exc})", details=details)
+    if (ctx.options.get(NAME) or {}).get("compare_runtime", True) is False:
+        return evaluate(info, None, NOT_COMPARED)
     return evaluate(info, runtime_cuda())

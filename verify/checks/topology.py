@@ -7,7 +7,10 @@ be. No torch: NVML (verify/nvml.py) and sysfs.
 Rules:
 - fewer GPUs than expected: FAIL. Expected is `--expect-gpus N`, else the GPUs Slurm gave this job on this
   node (SLURM_GPUS_ON_NODE); with neither, the count is reported, not judged. Counted by NVML, or where NVML
-  is unavailable by /proc/driver/nvidia/gpus entries, else /dev/nvidia<N> nodes (the source is named).
+  is unavailable by /proc/driver/nvidia/gpus entries, else /dev/nvidia<N> nodes (the source is named). A GPU
+  in MIG mode counts as its MIG devices (as Slurm's GRES counts them); one NVML cannot open FAILs by name.
+- the NVIDIA driver loaded but NVML not starting (a driver upgraded without a reboot): FAIL on a host, WARN
+  in a container (where the library may only be missing: the driver check names that).
 - NVLink: on a GPU with some links active and others not (NVML per link): FAIL naming the links down. A GPU
   with none active uses no NVLink (a PCIe card, a single-GPU VM): reported.
 - the GPU fabric (NVSwitch systems, NVML's fabric info): registration not complete (not started, in
@@ -15,7 +18,8 @@ Rules:
   ("system not yet initialized") on such a GPU. A GPU without fabric support: reported.
 - InfiniBand/RoCE ports (/sys/class/infiniband/*/ports/*): physically up but not ACTIVE (INIT: no subnet
   manager has configured it): FAIL; down: WARN (an uncabled spare port looks the same: say how many ports
-  to expect with `--expect-ib-ports`, then a missing ACTIVE one is a FAIL); `link_downed` above zero: WARN.
+  to expect with `--expect-ib-ports`: fewer ACTIVE InfiniBand ports is then a FAIL; Ethernet/RoCE ports are
+  not counted there); `link_downed` above zero: WARN.
   Rate and the other error counters are reported.
 `options["topology"]`: `expect_gpus`, `expect_ib_ports`, `root` (read sysfs, /proc and /dev under another
 tree: a test's or a chroot's, as the host check does).
@@ -56,6 +60,15 @@ class GpuLinks:
     nvlinks: tuple[int, ...] = ()  # per present link: 1 active, 0 not (links NVML has no answer for: absent)
     fabric_state: int | None = None  # FABRIC_STATES; None: NVML has no fabric info for it
     fabric_status: int | None = None  # an nvmlReturn_t: 0 is success
+    mig_devices: int | None = None  # MIG mode on: its MIG devices (each one GPU to Slurm's GRES); off: None
+    error: str | None = None  # NVML could not open or query this GPU (not counted)
+
+    @property
+    def counts_as(self) -> int:
+        """How many GPUs this one is to a scheduler: 0 when NVML cannot open it, its MIG devices under MIG."""
+        if self.error is not None:
+            return 0
+        return self.mig_devices if self.mig_devices is not None else 1
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,8 @@ class TopologyFacts:
     gpu_count: int
     count_source: str  # "NVML", "/proc/driver/nvidia/gpus", "/dev/nvidia<N>" or "none"
     nvml_error: str | None = None
+    driver_loaded: bool = False  # /proc/driver/nvidia/gpus or /dev/nvidia<N> exist
+    in_container: bool = False
     gpus: tuple[GpuLinks, ...] = ()
     ports: tuple[Port, ...] = ()
     expect_gpus: int | None = None
@@ -104,14 +119,37 @@ def _gpu_links(nv: Any, index: int) -> GpuLinks:
         state, status = nvml.fabric_info(nv, handle) or (None, None)
     except nv.NVMLError:  # NOT_SUPPORTED: no fabric (PCIe cards, GPUs before Hopper, most VMs)
         state = status = None
-    return GpuLinks(index, name, tuple(states), state, status)
+    return GpuLinks(index, name, tuple(states), state, status, _mig_devices(nv, handle))
+
+
+def _mig_devices(nv: Any, handle: Any) -> int | None:
+    try:
+        current, _pending = nv.nvmlDeviceGetMigMode(handle)
+    except nv.NVMLError:
+        return None  # NOT_SUPPORTED: a GPU without MIG
+    if current != getattr(nv, "NVML_DEVICE_MIG_ENABLE", 1):
+        return None
+    try:
+        slots = int(nv.nvmlDeviceGetMaxMigDeviceCount(handle))
+    except nv.NVMLError:
+        return 0
+    return sum(1 for _ in nvml.mig_handles(nv, handle, slots))
+
+
+def _one_gpu(nv: Any, index: int) -> GpuLinks:
+    """One GPU's links; a GPU NVML cannot open (fallen off the bus: "Unknown Error", "GPU is lost") is kept
+    with its error, so it is named instead of hiding the others."""
+    try:
+        return _gpu_links(nv, index)
+    except nv.NVMLError as exc:
+        return GpuLinks(index, None, error=f"{type(exc).__name__}: {exc}")
 
 
 def _nvml_gpus() -> tuple[tuple[GpuLinks, ...] | None, str | None]:
     try:
         with nvml.session() as nv:
             try:
-                return tuple(_gpu_links(nv, i) for i in range(nv.nvmlDeviceGetCount())), None
+                return tuple(_one_gpu(nv, i) for i in range(nv.nvmlDeviceGetCount())), None
             except nv.NVMLError as exc:
                 return None, f"NVML query failed: {exc}"
     except nvml.NvmlUnavailable as exc:
@@ -177,10 +215,10 @@ def collect(
     root = Path(options["root"]) if options.get("root") else presence.host_root()
     paths = host.Paths.under(root) if str(root) != "/" else host.Paths()
     gpus, nvml_error = _nvml_gpus()
+    nodes, proc, in_container = presence.collect_host(root)
     if gpus is not None:
-        count, source = len(gpus), "NVML"
+        count, source = sum(g.counts_as for g in gpus), "NVML"
     else:
-        nodes, proc, _in_container = presence.collect_host(root)
         if proc:
             count, source = len(proc), "/proc/driver/nvidia/gpus"
         elif nodes:
@@ -193,6 +231,8 @@ def collect(
         gpu_count=count,
         count_source=source,
         nvml_error=nvml_error,
+        driver_loaded=bool(proc or nodes),
+        in_container=in_container,
         gpus=gpus or (),
         ports=_ports(paths.sys_infiniband),
         expect_gpus=expect,
@@ -207,6 +247,11 @@ def collect(
 def _gpu_problems(gpu: GpuLinks) -> list[str]:
     fails = []
     label = f"GPU {gpu.index} ({gpu.name})" if gpu.name else f"GPU {gpu.index}"
+    if gpu.error is not None:
+        return [
+            f"{label}: NVML cannot open it ({gpu.error}): a GPU that fell off the bus or hung answers so; "
+            "fix: the xid check and nvidia-smi say more; reboot, and if it stays, reseat or replace it"
+        ]
     active = sum(gpu.nvlinks)
     if 0 < active < len(gpu.nvlinks):
         down = [str(i) for i, s in enumerate(gpu.nvlinks) if not s]
@@ -248,11 +293,14 @@ def _port_problems(f: TopologyFacts) -> tuple[list[str], list[str]]:
                 f"{port.name}: the link went down {downed} time(s) since its counters were cleared "
                 "(a flapping link); fix: check the cable and transceiver, then clear the counters"
             )
-    active = sum(1 for p in f.ports if p.state == "ACTIVE")
+    # Counted: InfiniBand ports only, so an ACTIVE Ethernet (RoCE, storage) port cannot stand in for a
+    # compute rail that is down; RoCE ports are judged one by one above and reported.
+    ib = [p for p in f.ports if (p.link_layer or "InfiniBand") == "InfiniBand"]
+    active = sum(1 for p in ib if p.state == "ACTIVE")
     if f.expect_ib_ports is not None and active < f.expect_ib_ports:
-        down = ", ".join(f"{p.name} {p.state}" for p in f.ports if p.state != "ACTIVE") or "none found"
+        down = ", ".join(f"{p.name} {p.state}" for p in ib if p.state != "ACTIVE") or "none found"
         fails.append(
-            f"{active} InfiniBand/RoCE port(s) ACTIVE, {f.expect_ib_ports} expected (--expect-ib-ports); "
+            f"{active} InfiniBand port(s) ACTIVE, {f.expect_ib_ports} expected (--expect-ib-ports); "
             f"not active: {down}; fix: check the cables, the switch ports and the subnet manager"
         )
     return fails, warns
@@ -271,6 +319,17 @@ def evaluate(f: TopologyFacts) -> Result:
         figures["expect_gpus"] = f.expect_gpus
     details: dict[str, Any] = asdict(f)
     fails: list[str] = []
+    warns: list[str] = []
+    if f.nvml_error and f.driver_loaded:
+        line = (
+            f"the NVIDIA driver is loaded ({f.count_source}) but NVML cannot start ({f.nvml_error}): no GPU "
+            "health can be read; fix: after a driver upgrade (an NVML/RM version mismatch) reboot; else "
+            "reinstall the driver"
+        )
+        if f.in_container:  # the container may just lack libnvidia-ml: the driver check names that
+            warns.append(line + "; in a container: NVIDIA_DRIVER_CAPABILITIES must include utility")
+        else:
+            fails.append(line)
     if f.expect_gpus is not None and f.gpu_count < f.expect_gpus:
         why = f" (NVML: {f.nvml_error})" if f.nvml_error else ""
         fails.append(
@@ -280,8 +339,9 @@ def evaluate(f: TopologyFacts) -> Result:
         )
     for gpu in f.gpus:
         fails += _gpu_problems(gpu)
-    port_fails, warns = _port_problems(f)
+    port_fails, port_warns = _port_problems(f)
     fails += port_fails
+    warns += port_warns
     if fails:
         return Result(NAME, Status.FAIL, "; ".join(fails + warns), figures, details)
     if warns:

@@ -12,8 +12,9 @@ treats as application errors (CATALOGUE below holds each one's words and fix):
   120, 140, ...): FAIL naming the XID, the GPU, when, and the fix;
 - one that asks for attention but leaves the GPU usable (63, 92, 94) or that verify does not know: WARN;
 - one caused by an application (13, 31, 43, 45, 68, 109): reported, not judged;
-- an XID on a PCI address that is none of the GPUs NVML shows here (another container's GPU, in the host's
-  shared log): WARN at most, naming the address;
+- in a container, an XID on a PCI address that is none of the GPUs NVML shows here (another container's
+  GPU, in the host's shared log): WARN at most, naming the address; on a host every XID counts (a GPU that
+  fell off the bus may be missing from NVML's list: that is the fault);
 - the log cannot be read (an unprivileged container, dmesg_restrict): SKIP saying how to allow it; no
   NVIDIA kernel driver loaded (/proc/driver/nvidia/version): SKIP, there is no GPU to report on;
 - no XID: PASS, saying how far back the log reaches.
@@ -40,7 +41,10 @@ DEFAULT_TIMEOUT_S = 30.0
 IMPORTS = ()  # reads /dev/kmsg and asks NVML: no torch
 EXCLUSIVE = False
 
-RESET = "reset the GPU (nvidia-smi -r -i <index>, no process on it) or reboot the node"
+RESET = (
+    "reset the GPU (nvidia-smi -r -i <index>, no process on it) or reboot the node; the line stays in the "
+    "kernel log, so this check passes again only after a reboot"
+)
 REBOOT = "reboot the node; if it comes back, reseat or replace the GPU (check power and the PCIe riser)"
 REPLACE_IF_AGAIN = "; if it happens again after the reset, have the GPU replaced (RMA)"
 
@@ -148,8 +152,8 @@ def evaluate(
     uptime_s: float | None = None,
     gpus_known: bool = False,
 ) -> Result:
-    """The verdict from the XID events found (pure). gpus_known: NVML listed this node's GPUs, so an event
-    with no GPU name is on a GPU not visible here."""
+    """The verdict from the XID events found (pure). gpus_known: in a container where NVML listed the GPUs
+    given to it, so an event with no GPU name is on another container's GPU."""
     figures: dict[str, Any] = {"xid_events": len(events), "log_records": records}
     details: dict[str, Any] = {"events": [asdict(e) for e in events], "first_seq": first_seq}
     judged: dict[str, list[str]] = {"fail": [], "warn": [], "note": []}
@@ -210,6 +214,7 @@ def run(ctx: Context) -> Result:
             for e in events
         ]
     first = records[0].seq if records else None
-    result = evaluate(events, first, len(records), _uptime(), gpus_known=bool(names))
+    in_container = presence.collect_host(root)[2]
+    result = evaluate(events, first, len(records), _uptime(), gpus_known=bool(names) and in_container)
     result.figures["read_s"] = round(time.monotonic() - start, 3)
     return result

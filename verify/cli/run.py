@@ -213,7 +213,11 @@ def cmd_list(_args: argparse.Namespace, modules: Sequence[str]) -> int:
 
 
 def cmd_run(
-    args: argparse.Namespace, modules: Sequence[str], default_json: Path = DEFAULT_JSON, in_job: bool = True
+    args: argparse.Namespace,
+    modules: Sequence[str],
+    default_json: Path = DEFAULT_JSON,
+    in_job: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> int:
     """`verify run`; `verify gate` calls it with its own checks, its own default report and no job (a
     prolog or health check runs on one node, outside any job's ranks)."""
@@ -232,7 +236,7 @@ def cmd_run(
         timeout_s=args.timeout,
         manifest_path=manifest,
         require_gpu=needs_gpu,
-        options=expectations(args),
+        options=expectations(args) | (options or {}),
     )
     topo = job_topology(os.environ) if in_job else None
     if topo is not None:

@@ -22,12 +22,15 @@ from verify import metrics
 REPO = Path(__file__).resolve().parents[3]
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+def samples(text: str, command: str = "gate") -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(name, labels without `command`): value}; every sample must carry command=<command>."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            assert labels.pop("command") == command, sample
+            found[(sample.name, tuple(sorted(labels.items())))] = sample.value
+    return found
 
 
 def gate(tmp_path: Path, env: dict[str, str], *flags: str) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -53,19 +56,23 @@ def test_a_gate_run_writes_metrics_prometheus_parses(nvml_replay: Callable[..., 
         assert got[("verify_check_duration_seconds", (("check", result["name"]),))] == pytest.approx(
             result["duration_s"]
         )
-    gpu0 = next(g for g in report["results"][0]["details"]["gpus"] if g["index"] == 0)
+    driver = report["results"][0]
+    # the gate does not hold the driver against the health check's own torch: jobs bring their own CUDA
+    assert "no CUDA runtime to compare (not compared in verify gate" in driver["summary"], driver["summary"]
+    gpu0 = next(g for g in driver["details"]["gpus"] if g["index"] == 0)
     labels = (("gpu", "0"), ("uuid", gpu0["uuid"]))
     assert got[("verify_gpu_temperature_celsius", labels)] == gpu0["temperature_C"]
     assert got[("verify_gpu_memory_used_bytes", labels)] == gpu0["memory_used_MiB"] * 1024**2
     count = len(replay.data["devices"])
     assert got[("verify_check_figure", (("check", "driver"), ("figure", "gpu_count")))] == count
     assert got[("verify_run_exit_code", ())] == 0.0
-    assert next(k for k in got if k[0] == "verify_run_info")[1][0] == ("command", "gate")
     assert not list(prom.parent.glob(".*.tmp")), "a temporary file was left beside the metrics"
 
 
-def test_a_failed_check_reads_as_status_fail_and_exit_code_one(tmp_path: Path) -> None:
-    proc, prom = gate(tmp_path, dict(os.environ), "--expect-gpus", "8")
+def test_a_failed_check_reads_as_status_fail_and_exit_code_one(
+    tmp_path: Path, no_nvml: dict[str, str]
+) -> None:
+    proc, prom = gate(tmp_path, no_nvml, "--expect-gpus", "8")
     assert proc.returncode == 1
     got = samples(prom.read_text())
     assert got[("verify_check_status", (("check", "topology"), ("status", "fail")))] == 1.0
@@ -79,18 +86,38 @@ def test_label_values_are_escaped() -> None:
         "exit_code": 0,
         "duration_s": 1.0,
     }
-    got = samples(metrics.render(report))
+    got = samples(metrics.render(report), command="run")
     assert got[("verify_check_figure", (("check", 'we"ird\\check\n'), ("figure", "x")))] == 2.0
 
 
-def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path) -> None:
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new text is written in full to a temporary file first; when the rename fails (as on a full disk
+    or a vanished folder), the old file is untouched and the temporary one removed."""
     path = tmp_path / "verify.prom"
     metrics.write({"results": [], "exit_code": 0, "duration_s": 1.0}, path)
     before = path.read_text()
-    with pytest.raises(ValueError):
-        metrics.write({"results": [], "exit_code": 0, "started_at": "not a time"}, path)
+
+    def refuse(self: Path, target: Path) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "replace", refuse)
+    report = {"results": [{"name": "driver", "status": "fail", "duration_s": 2.0}], "exit_code": 1}
+    with pytest.raises(OSError):
+        metrics.write(report, path)
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["verify.prom"]
+
+
+def test_run_and_gate_files_in_one_folder_hold_no_series_twice() -> None:
+    report = {"results": [{"name": "driver", "status": "pass", "duration_s": 0.1}], "exit_code": 0}
+    run = text_string_to_metric_families(metrics.render(report, "run"))
+    gate = text_string_to_metric_families(metrics.render(report, "gate"))
+
+    def series(families: object) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+        return {(x.name, tuple(sorted(x.labels.items()))) for f in families for x in f.samples}
+
+    run_series, gate_series = series(run), series(gate)
+    assert run_series and gate_series and not run_series & gate_series
 
 
 def test_an_unwritable_prom_path_is_a_usage_error_before_any_check(tmp_path: Path) -> None:

@@ -17,6 +17,12 @@ from verify.checks import topology
 from verify.context import Context
 from verify.result import Status
 
+
+@pytest.fixture(autouse=True)
+def _no_real_nvml(no_nvml: dict[str, str]) -> None:
+    """A GPU host's own NVML and Slurm job must not answer for the trees and recordings these tests build."""
+
+
 STATES = {"ACTIVE": "4: ACTIVE", "DOWN": "1: DOWN", "INIT": "2: INIT"}
 PHYS = {"LinkUp": "5: LinkUp", "Disabled": "3: Disabled", "Polling": "2: Polling"}
 
@@ -63,8 +69,7 @@ def test_a_port_down_warns_unless_a_count_is_expected_then_fails(tmp_path: Path)
     strict = run_under(tmp_path, expect_ib_ports=2)
     assert strict.status is Status.FAIL
     assert (
-        "1 InfiniBand/RoCE port(s) ACTIVE, 2 expected" in strict.summary
-        and "mlx5_1 port 1 DOWN" in strict.summary
+        "1 InfiniBand port(s) ACTIVE, 2 expected" in strict.summary and "mlx5_1 port 1 DOWN" in strict.summary
     )
 
 
@@ -80,19 +85,78 @@ def test_a_node_with_nothing_to_check_skips(tmp_path: Path) -> None:
     assert result.status is Status.SKIP and "nothing to check" in result.summary
 
 
+def device_nodes(root: Path, count: int, container: bool = True) -> None:
+    """/dev/nvidia<N> stand-ins (files) under a test root; `container`: the root is a container's."""
+    (root / "dev").mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (root / "dev" / f"nvidia{i}").touch()
+    (root / "dev/nvidiactl").touch()  # not a GPU
+    if container:
+        (root / ".dockerenv").touch()
+
+
 def test_fewer_gpus_than_expected_fails_counted_by_device_nodes_without_nvml(tmp_path: Path) -> None:
-    """No NVML on this machine: the count falls back to /dev/nvidia<N> (a file stands in for each node)."""
-    (tmp_path / "dev").mkdir()
-    for i in range(7):
-        (tmp_path / "dev" / f"nvidia{i}").touch()
-    (tmp_path / "dev/nvidiactl").touch()  # not a GPU
+    """A container with device nodes and no NVML library: the count falls back to /dev/nvidia<N>."""
+    device_nodes(tmp_path, 7)
     result = run_under(tmp_path, expect_gpus=8)
     assert result.status is Status.FAIL
     assert (
         "7 GPU(s) found by /dev/nvidia<N>" in result.summary
         and "8 expected (--expect-gpus)" in result.summary
     )
-    assert run_under(tmp_path, expect_gpus=7).status is Status.PASS
+    enough = run_under(tmp_path, expect_gpus=7)
+    assert enough.status is Status.WARN, enough.summary  # NVML missing in a container: said, not failed
+    assert "NVIDIA_DRIVER_CAPABILITIES must include utility" in enough.summary
+
+
+def test_a_driver_without_a_working_nvml_on_a_host_fails(tmp_path: Path) -> None:
+    """The driver loaded (device nodes) but NVML not starting, on a host: e.g. a driver upgraded without a
+    reboot (NVML/RM version mismatch). No GPU health can be read, so the node is not fit."""
+    device_nodes(tmp_path, 8, container=False)
+    result = run_under(tmp_path, expect_gpus=8)
+    assert result.status is Status.FAIL
+    assert "the NVIDIA driver is loaded (/dev/nvidia<N>) but NVML cannot start" in result.summary
+    assert "reboot" in result.summary
+
+
+def test_a_gpu_nvml_cannot_open_fails_by_name_and_is_not_counted(
+    nvml_replay: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Changed: NVML cannot open the recorded H200's GPU 0 ("Unknown Error", 999), as with a GPU that fell
+    off the bus."""
+
+    def lost(data: dict[str, Any]) -> None:
+        data["devices"][0]["nvmlDeviceGetHandleByIndex"] = {"nvml_error": 999, "message": "Unknown Error"}
+
+    replay = nvml_replay("h200-idle", edit=lost)
+    count = len(replay.data["devices"])
+    result = run_under(tmp_path, expect_gpus=count)
+    assert result.status is Status.FAIL
+    assert "GPU 0: NVML cannot open it" in result.summary
+    assert f"{count - 1} GPU(s) found by NVML" in result.summary
+
+
+def test_a_mig_gpu_counts_as_its_mig_devices(nvml_replay: Callable[..., Any], tmp_path: Path) -> None:
+    """Changed: GPU 0 of the recorded H200 in MIG mode with 3 MIG devices (Slurm's GRES counts each)."""
+
+    def mig(data: dict[str, Any]) -> None:
+        data["devices"][0]["nvmlDeviceGetMigMode"] = [1, 1]
+        data["devices"][0]["nvmlDeviceGetMaxMigDeviceCount"] = 7
+        data["devices"][0]["mig_devices"] = [{"index": i, "nvmlDeviceGetUUID": f"MIG-{i}"} for i in range(3)]
+
+    replay = nvml_replay("h200-idle", edit=mig)
+    count = len(replay.data["devices"]) - 1 + 3
+    assert run_under(tmp_path, expect_gpus=count).status is Status.PASS
+    assert run_under(tmp_path, expect_gpus=count + 1).status is Status.FAIL
+
+
+def test_an_active_ethernet_port_does_not_stand_in_for_an_infiniband_one(tmp_path: Path) -> None:
+    ib_port(tmp_path, "mlx5_0", 1)
+    ib_port(tmp_path, "mlx5_1", 1, state="DOWN", phys="Disabled")
+    ib_port(tmp_path, "mlx5_2", 1)
+    (tmp_path / "sys/class/infiniband/mlx5_2/ports/1/link_layer").write_text("Ethernet\n")
+    result = run_under(tmp_path, expect_ib_ports=2)
+    assert result.status is Status.FAIL and "1 InfiniBand port(s) ACTIVE, 2 expected" in result.summary
 
 
 def test_slurm_gpus_on_node_is_the_expectation_when_none_is_given(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The xid check's rules on kernel-log records in /dev/kmsg's format (verify/kmsg.py, verify/checks/xid.py).
 
 The lines are the NVIDIA driver's format, `NVRM: Xid (PCI:0000:3b:00): 79, pid=..., ...`, as the kernel hands
-them out of /dev/kmsg (`PRIORITY,SEQ,USEC,FLAGS;MESSAGE`). tests/integration/verify/test_xid_kmsg.py writes
+them out of /dev/kmsg (`PRIORITY,SEQ,USEC,FLAGS;MESSAGE`). tests/integration/verify/test_gate_cpu.py writes
 such a line into this machine's real kernel log and runs the check on it.
 """
 
