@@ -118,3 +118,36 @@ def copy_bandwidth(device: Any, nbytes: int, warmup: int = 3, iters: int = 20) -
     if not torch.equal(dst, src):
         raise RuntimeError("device-to-device copy produced wrong data")
     return CopyRate(nbytes=numel * 4, median_ms=ms, gbps=2.0 * numel * 4 / (ms * 1e-3) / 1e9)
+
+
+@dataclass
+class PinnedCopies:
+    nbytes: int
+    h2d_gbps: float  # bytes / time, in 1e9 bytes/s, as nvbandwidth and bandwidthTest report
+    d2h_gbps: float
+
+
+def pinned_copies(device: Any, nbytes: int, warmup: int = 3, iters: int = 20) -> PinnedCopies:
+    """Host-to-device and device-to-host copies between pinned host memory and the GPU, each timed over
+    `iters` copies between two CUDA events (one direction at a time, so each owns the link)."""
+    import torch
+
+    host = torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+    dev = torch.empty(nbytes, dtype=torch.uint8, device=device)
+
+    def rate(dst: Any, src: Any) -> float:
+        for _ in range(warmup):
+            dst.copy_(src, non_blocking=True)
+        torch.cuda.synchronize(device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            dst.copy_(src, non_blocking=True)
+        end.record()
+        end.synchronize()
+        return nbytes * iters / (start.elapsed_time(end) * 1e-3) / 1e9
+
+    with torch.cuda.device(device):
+        h2d = rate(dev, host)
+        d2h = rate(host, dev)
+    return PinnedCopies(nbytes=nbytes, h2d_gbps=h2d, d2h_gbps=d2h)

@@ -45,6 +45,11 @@ def test_gpu_check_passes_with_figures_near_spec():
         for key, err in g["rel_errors"].items():
             if key != "seed":
                 assert err <= gpu._bound_for(key), (key, err)
+        # pinned copies each way, against the link NVML reports under load (verify/pcie.py)
+        link = g["pcie"].get("link_GBps")
+        assert link, g["pcie"]  # NVML answered the link's generation and width
+        for key in ("h2d_GBps", "d2h_GBps"):
+            assert 0.6 * link < g[key] <= link, (key, g[key], g["pcie"])
 
 
 def test_nccl_check_reduces_exactly_on_every_gpu():

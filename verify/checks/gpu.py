@@ -10,6 +10,8 @@ Order matters:
    such instead of surfacing later as "no kernel image is available for execution".
 3. Kernels and ceilings, sized to the memory that is free (another process may hold most of it): smaller
    problems and a WARN that says so, never an out-of-memory crash; the sizes used are in the figures.
+4. PCIe: pinned host<->device copies each way against what the GPU's link allows, the link read under load
+   (verify/pcie.py: a link trained below its maximum, or copies under 60 % of it: WARN), with its NUMA node.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from verify import presence
+from verify import affinity, pcie, presence
 from verify.context import Context
 from verify.result import Result, Status
 
@@ -44,6 +46,9 @@ WARN_FRACTION = {"bf16": 0.5, "tf32": 0.5, "copy": 0.6}
 # ---- problem sizes that fit in the free memory ------------------------------------------------------------
 
 MIB = 1 << 20
+# Pinned host<->device copies (verify/pcie.py judges them against the link): 256 MiB x 20 each way, 0.1 s on
+# Gen5 x16; --quick 64 MiB x 10.
+PINNED_MIB, PINNED_MIB_QUICK = 256, 64
 MATMUL_SIZES = (8192, 4096, 2048, 1024, 512)  # n of the n x n x n products, largest first
 COPY_SIZES = (1024 * MIB, 512 * MIB, 256 * MIB, 64 * MIB, 16 * MIB)
 FREE_FRACTION = 0.5  # use at most half of what is free: the other process may grow, the allocator rounds up
@@ -183,7 +188,7 @@ def measure_device(index: int, size: WorkSize, quick: bool) -> dict[str, Any]:
     phases so the peak is the largest phase, not their sum."""
     import torch
 
-    from verify.measure import copy_bandwidth, matmul_tflops
+    from verify.measure import copy_bandwidth, matmul_tflops, pinned_copies
 
     device = torch.device("cuda", index)
     iters = 10 if quick else 20
@@ -196,6 +201,9 @@ def measure_device(index: int, size: WorkSize, quick: bool) -> dict[str, Any]:
         torch.cuda.empty_cache()
         rates["copy"] = copy_bandwidth(device, size.copy_bytes, iters=iters)
         torch.cuda.empty_cache()
+        rates["pinned"] = pinned_copies(
+            device, PINNED_MIB_QUICK * MIB if quick else PINNED_MIB * MIB, iters=iters
+        )
     return rates
 
 
@@ -301,6 +309,14 @@ def run(ctx: Context) -> Result:
         g["tf32_tflops"] = round(m["tf32"].tflops, 1)
         g["copy_GBps"] = round(m["copy"].gbps, 1)
         g["matmul_n"] = m["bf16"].n
+        g["h2d_GBps"], g["d2h_GBps"] = round(m["pinned"].h2d_gbps, 1), round(m["pinned"].d2h_gbps, 1)
+        bus = affinity.torch_bus_id(g["index"])
+        link = pcie.read_link(bus)  # read right after the copies: the link as it is under load
+        g["pcie"] = pcie.as_dict(link) or {}
+        g["pcie"] |= {"bus_id": bus, "numa_node": affinity.read_locality(bus).numa_node}
+        if link is not None:
+            g["pcie"]["link_GBps"] = pcie.link_gbps(link.gen, link.width)
+        warnings += pcie.judge(f"GPU {g['index']} {g['name']}", g["h2d_GBps"], g["d2h_GBps"], link)
         g["copy_bytes"] = m["copy"].nbytes
         g["work_reduced"] = size.reduced
         total_memory = torch.cuda.get_device_properties(g["index"]).total_memory
@@ -337,6 +353,8 @@ def run(ctx: Context) -> Result:
         "bf16_tflops": slowest["bf16_tflops"],
         "tf32_tflops": min(g["tf32_tflops"] for g in gpus),
         "copy_GBps": min(g["copy_GBps"] for g in gpus),
+        "h2d_GBps": min(g["h2d_GBps"] for g in gpus),
+        "d2h_GBps": min(g["d2h_GBps"] for g in gpus),
         "max_rel_err_bf16": max(g["rel_errors"]["matmul_bf16"] for g in gpus),
         "matmul_n": min(g["matmul_n"] for g in gpus),
         "copy_MiB": min(g["copy_bytes"] for g in gpus) // MIB,
@@ -352,6 +370,7 @@ def run(ctx: Context) -> Result:
         f"{count}x {slowest['name']} {slowest['sm']} ({gpus[0]['coverage']}); kernels match CPU; "
         f"bf16 {figures['bf16_tflops']:g} TFLOP/s{spec_txt}, tf32 {figures['tf32_tflops']:g}, "
         f"copy {figures['copy_GBps']:g} GB/s (matmul n={figures['matmul_n']}, copy {figures['copy_MiB']} MiB)"
+        f"; pinned PCIe copies {figures['h2d_GBps']:g} GB/s to the GPU, {figures['d2h_GBps']:g} back"
     )
     if warnings:
         return done(Status.WARN, "; ".join(warnings) + " | " + summary, figures, details)
