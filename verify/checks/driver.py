@@ -167,6 +167,7 @@ def _gpu(probe: nvml.Probe, nv: Any, index: int, host_pids: bool) -> dict[str, A
         "index": index,
         "name": q("name", "nvmlDeviceGetName", handle),
         "uuid": q("uuid", "nvmlDeviceGetUUID", handle),
+        "serial": q("serial", "nvmlDeviceGetSerial", handle),  # the board's, what an RMA asks for
         "pci_bus_id": nvml.text(pci.busId) if hasattr(pci, "busId") else pci,
         "memory_total_MiB": _mib(mem.total) if hasattr(mem, "total") else mem,
         "memory_used_MiB": _mib(mem.used) if hasattr(mem, "used") else mem,
@@ -349,6 +350,7 @@ def evaluate(info: dict[str, Any], runtime: str | None, no_runtime: str = NO_TOR
     host_pids = info.get("host_pid_namespace") is True
     for gpu in gpus:
         found = gpu_health.judge(gpu, host_pids)
+        gpu["fails"] = found.fails  # per GPU, so `verify fleet` can follow a card across reports
         fails += found.fails
         warns += found.warns
         if found.notes:

@@ -169,6 +169,8 @@ def evaluate(
         where = last.gpu or f"PCI {pci}"
         line = f"XID {xid} on {where}{times}, last {_when(last.seconds_since_boot, uptime_s)}: {rule.what}"
         judged[rule.level].append(line if rule.level == "note" else f"{line}; fix: {rule.fix}")
+        if rule.level == "fail" and last.gpu:  # "GPU 3 (GPU-uuid)": `verify fleet` follows the card
+            details.setdefault("failed_gpus", []).append({"gpu": last.gpu, "xid": xid, "summary": line})
     figures["xid_fail"] = len(judged["fail"])
     figures["xid_warn"] = len(judged["warn"])
     details["notes"] = judged["note"]

@@ -17,6 +17,7 @@ CPU nodes have no judged figures (on shared CPUs they measure the neighbours, no
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -70,12 +71,14 @@ class NodeFacts:
     busbw_curve: list[tuple[int, float]]  # (bytes, busbw GB/s) per message size, for the plot
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)  # figures seen but not compared, and why
+    started_at: str | None = None
+    failed_gpus: list[dict[str, Any]] = field(default_factory=list)  # uuid, serial, check, reason
 
 
 @dataclass(frozen=True)
 class Flag:
     node: str | None  # None: a fleet-wide flag (mixed versions)
-    kind: str  # "failed", "slow", "mixed_versions", "interrupted", "node_count"
+    kind: str  # "failed", "slow", "mixed_versions", "interrupted", "node_count", "gpu_repeat"
     message: str
     figure: str | None = None
     value: float | None = None
@@ -313,6 +316,37 @@ def _nccl_metric(nccl: dict[str, Any]) -> tuple[Metric | None, list[tuple[int, f
     return Metric(float(big["busbw_GBps"]), setting), curve
 
 
+UUID_IN_LABEL = re.compile(r"\((GPU-[0-9a-fA-F-]+)\)")
+
+
+def _serial(value: Any) -> str | None:
+    """A board serial as NVML gave it; None for "not supported" (NVML's answer on many boards) or absent."""
+    return value if isinstance(value, str) and value.strip() and value != "not supported" else None
+
+
+def failed_gpus(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The GPUs a report names as failed, by UUID: the driver check's per-GPU FAILs and the xid check's
+    FAILs on a GPU NVML named. Reports from before these fields have none."""
+    found = []
+    driver = _result(data, "driver").get("details", {})
+    for gpu in driver.get("gpus") or []:
+        if isinstance(gpu, dict) and gpu.get("fails") and isinstance(gpu.get("uuid"), str):
+            serial = _serial(gpu.get("serial"))
+            found.append(
+                {"uuid": gpu["uuid"], "serial": serial, "check": "driver", "reason": gpu["fails"][0]}
+            )
+    serials = {
+        g.get("uuid"): _serial(g.get("serial")) for g in driver.get("gpus") or [] if isinstance(g, dict)
+    }
+    for event in _result(data, "xid").get("details", {}).get("failed_gpus") or []:
+        match = UUID_IN_LABEL.search(str(event.get("gpu", "")))
+        if match:
+            uuid = match.group(1)
+            serial = serials.get(uuid)
+            found.append({"uuid": uuid, "serial": serial, "check": "xid", "reason": event.get("summary", "")})
+    return found
+
+
 def node_facts(loaded: LoadedReport) -> NodeFacts:
     """What `judge` needs from one report; anything missing is simply absent (old or partial reports)."""
     data = loaded.data
@@ -337,6 +371,8 @@ def node_facts(loaded: LoadedReport) -> NodeFacts:
         if busbw:
             metrics["busbw_GBps"] = busbw
     return NodeFacts(
+        started_at=data.get("started_at") if isinstance(data.get("started_at"), str) else None,
+        failed_gpus=failed_gpus(data),
         node=node_name(data),
         source=str(loaded.path),
         model=model,
@@ -498,6 +534,41 @@ def version_flags(nodes: Sequence[NodeFacts]) -> list[Flag]:
     return flags
 
 
+ORDINALS = {2: "second", 3: "third", 4: "fourth", 5: "fifth"}
+
+
+def history_flags(nodes: Sequence[NodeFacts]) -> list[Flag]:
+    """A GPU (by UUID) that FAILed in two or more of the reports, whichever node reported it: a card that
+    keeps coming back bad after resets and reboots should be replaced, not returned to service again."""
+    seen: dict[str, list[tuple[str, NodeFacts, dict[str, Any]]]] = {}
+    for n in nodes:
+        for gpu in n.failed_gpus:
+            seen.setdefault(gpu["uuid"], []).append((n.started_at or "", n, gpu))
+    flags = []
+    for uuid, fails in seen.items():
+        runs = {id(n) for _, n, _ in fails}
+        if len(runs) < 2:
+            continue
+        fails.sort(key=lambda item: item[0])
+        first, last = fails[0], fails[-1]
+        serial = next((g["serial"] for _, _, g in fails if g.get("serial")), None)
+        count = ORDINALS.get(len(runs), f"{len(runs)}th")
+        since = first[0][:10] or "an undated report"
+        hosts = sorted({n.node.split("#")[0] for _, n, _ in fails})
+        flags.append(
+            Flag(
+                last[1].node,
+                "gpu_repeat",
+                f"{count} FAIL of {uuid}{f' (serial {serial})' if serial else ''} since {since}, on "
+                f"{', '.join(hosts)}; latest ({last[0][:16] or 'undated'}): {last[2]['check']}: "
+                f"{last[2]['reason']}; fix: take it out of service and have it replaced (RMA)",
+                last[2]["check"],
+                float(len(runs)),
+            )
+        )
+    return flags
+
+
 def judge(
     nodes: list[NodeFacts],
     tolerance_pct: float = DEFAULT_TOLERANCE_PCT,
@@ -506,7 +577,7 @@ def judge(
 ) -> Fleet:
     """Flags for nodes; a job's own report only adds its failures (its figures are the whole job's)."""
     medians, slow = slow_flags(nodes, tolerance_pct)
-    flags = failure_flags([*nodes, *jobs]) + slow + version_flags(nodes)
+    flags = failure_flags([*nodes, *jobs]) + slow + version_flags(nodes) + history_flags(nodes)
     return Fleet(nodes, medians, flags, tolerance_pct, list(skipped), list(jobs))
 
 
