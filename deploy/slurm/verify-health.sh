@@ -23,7 +23,8 @@
 # Settings (environment; for HealthCheckProgram put them in a wrapper or /etc/default file it sources):
 #   VERIFY_VENV        a virtualenv with `pip install 'pytorch-cuda[harness]'` (default /opt/verify)
 #   VERIFY_GATE_ARGS   extra `verify gate` arguments (e.g. --expect-ib-ports 8); an --expect-gpus here wins
-#   VERIFY_STATE_DIR   where the last gate report is kept (default /var/lib/verify; gate.json)
+#   VERIFY_STATE_DIR   the last gate report (gate.json, gate.log) and the InfiniBand error counters the next
+#                      run compares with (--state-dir; default /var/lib/verify)
 #   VERIFY_HEALTH_ENV  a file sourced first, if it exists (default /etc/default/verify-health)
 set -uo pipefail
 
@@ -56,7 +57,7 @@ fi
 report="$state_dir/gate.json"
 rm -f "$report"  # a verify that crashes must not leave the last run's verdict to be read as this one's
 # ${a[@]+"${a[@]}"}: an empty array under `set -u` aborts bash before 4.4 (RHEL 7)
-"$venv/bin/verify" gate --json "$report" ${expect[@]+"${expect[@]}"} ${extra[@]+"${extra[@]}"} \
+"$venv/bin/verify" gate --json "$report" --state-dir "$state_dir" ${expect[@]+"${expect[@]}"} ${extra[@]+"${extra[@]}"} \
     >"$state_dir/gate.log" 2>&1
 rc=$?
 

@@ -19,14 +19,18 @@ Rules:
 - InfiniBand/RoCE ports (/sys/class/infiniband/*/ports/*): physically up but not ACTIVE (INIT: no subnet
   manager has configured it): FAIL; down: WARN (an uncabled spare port looks the same: say how many ports
   to expect with `--expect-ib-ports`: fewer ACTIVE InfiniBand ports is then a FAIL; Ethernet/RoCE ports are
-  not counted there); `link_downed` above zero: WARN.
+  not counted there); `link_downed` above zero: WARN; with `--state-dir DIR`, any error counter that rose
+  since the last run that kept its counters there: WARN naming the counters and the rise.
   Rate and the other error counters are reported.
-`options["topology"]`: `expect_gpus`, `expect_ib_ports`, `root` (read sysfs, /proc and /dev under another
-tree: a test's or a chroot's, as the host check does).
+`options["topology"]`: `expect_gpus`, `expect_ib_ports`, `state_dir`, `root` (read sysfs, /proc and /dev
+under another tree: a test's or a chroot's, as the host check does).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -98,6 +102,11 @@ class TopologyFacts:
     expect_gpus: int | None = None
     expect_source: str | None = None  # "--expect-gpus" or SLURM_GPUS_ON_NODE
     expect_ib_ports: int | None = None
+    # With a state folder (--state-dir): each port's error counters that rose since the last run there,
+    # {port name: {counter: increase}}, and when that run was.
+    counter_rises: dict[str, dict[str, int]] = field(default_factory=dict)
+    previous_run: str | None = None
+    state_error: str | None = None  # the state folder could not be read or written
 
 
 # ---- collecting --------------------------------------------------------------------------------------------
@@ -287,6 +296,13 @@ def _port_problems(f: TopologyFacts) -> tuple[list[str], list[str]]:
                 f"{port.name} is {port.state} ({port.phys_state}): NCCL will not use it; fix: check the "
                 "cable and the switch port, or say how many ports to expect with --expect-ib-ports N"
             )
+        rose = f.counter_rises.get(port.name)
+        if rose:
+            grew = ", ".join(f"{name} +{value}" for name, value in sorted(rose.items()))
+            warns.append(
+                f"{port.name}: error counters rose since the last run ({f.previous_run}): {grew}; fix: check "
+                "the cable and transceiver (ibstat, perfquery) and the switch port; watch if they keep rising"
+            )
         downed = port.counters.get("link_downed", 0)
         if downed:
             warns.append(
@@ -342,6 +358,10 @@ def evaluate(f: TopologyFacts) -> Result:
     port_fails, port_warns = _port_problems(f)
     fails += port_fails
     warns += port_warns
+    if f.state_error:
+        warns.append(
+            f"error counters not compared with the last run: {f.state_error}; fix: a writable --state-dir"
+        )
     if fails:
         return Result(NAME, Status.FAIL, "; ".join(fails + warns), figures, details)
     if warns:
@@ -373,5 +393,49 @@ def _summary(f: TopologyFacts) -> str:
     return "; ".join(parts)
 
 
+COUNTERS_FILE = "ib-counters.json"
+
+
+def compare_counters(
+    ports: tuple[Port, ...], state_dir: Path
+) -> tuple[dict[str, dict[str, int]], str | None]:
+    """The rises of each port's error counters since the last run that kept them in `state_dir`, then this
+    run's counters kept there (written whole, then renamed). A counter that went down was cleared: no rise."""
+    path = state_dir / COUNTERS_FILE
+    try:
+        previous = json.loads(path.read_text())
+        before, at = previous["ports"], previous.get("at")
+    except (OSError, ValueError, KeyError, TypeError):
+        before, at = {}, None
+    rises: dict[str, dict[str, int]] = {}
+    for port in ports:
+        old = before.get(port.name) if isinstance(before, dict) else None
+        if not isinstance(old, dict):
+            continue
+        grew = {
+            name: value - old[name]
+            for name, value in port.counters.items()
+            if isinstance(old.get(name), int) and value > old[name]
+        }
+        if grew:
+            rises[port.name] = grew
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"at": now, "ports": {p.name: p.counters for p in ports}}))
+    tmp.replace(path)
+    return rises, at
+
+
 def run(ctx: Context) -> Result:
-    return evaluate(collect(ctx.options.get(NAME) or {}))
+    options = ctx.options.get(NAME) or {}
+    facts = collect(options)
+    if options.get("state_dir") and facts.ports:
+        try:
+            rises, at = compare_counters(facts.ports, Path(options["state_dir"]))
+        except OSError as exc:  # the figures stand; say why nothing was compared
+            why = f"{options['state_dir']}: {exc.strerror or exc}"
+            facts = dataclasses.replace(facts, state_error=why)
+        else:
+            facts = dataclasses.replace(facts, counter_rises=rises, previous_run=at)
+    return evaluate(facts)

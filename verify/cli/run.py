@@ -120,13 +120,21 @@ def add_expectations(parser: argparse.ArgumentParser) -> None:
         "--expect-ib-ports",
         type=_count,
         metavar="N",
-        help="fail when fewer than N InfiniBand/RoCE ports are ACTIVE (default: a port down is a WARN)",
+        help="fail when fewer than N InfiniBand ports are ACTIVE (default: a port down is a WARN)",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep this node's InfiniBand error counters here and warn when they rose since the last run "
+        "(e.g. /var/lib/verify)",
     )
 
 
 def expectations(args: argparse.Namespace) -> dict[str, Any]:
     """ctx.options for the topology check from --expect-gpus / --expect-ib-ports."""
-    wanted = {"expect_gpus": args.expect_gpus, "expect_ib_ports": args.expect_ib_ports}
+    state = str(args.state_dir) if args.state_dir else None
+    wanted = {"expect_gpus": args.expect_gpus, "expect_ib_ports": args.expect_ib_ports, "state_dir": state}
     wanted = {key: value for key, value in wanted.items() if value is not None}
     return {"topology": wanted} if wanted else {}
 

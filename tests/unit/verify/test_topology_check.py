@@ -247,3 +247,44 @@ def test_the_recorded_h100_vm_has_no_nvlink_and_no_fabric_and_passes(
     assert result.status is Status.PASS, result.summary
     assert result.summary.startswith("1 GPU(s) by NVML (--expect-gpus 1); no NVLink in use")
     assert run_under(tmp_path, expect_gpus=2).status is Status.FAIL
+
+
+def set_counter(root: Path, device: str, name: str, value: int) -> None:
+    (root / "sys/class/infiniband" / device / "ports/1/counters" / name).write_text(f"{value}\n")
+
+
+def test_error_counters_that_rose_since_the_last_run_warn(tmp_path: Path) -> None:
+    """--state-dir keeps each port's counters; the next run names what rose, and by how much."""
+    root, state = tmp_path / "root", tmp_path / "state"
+    ib_port(root, "mlx5_0", 1, symbol_error=5)
+    ib_port(root, "mlx5_1", 1)
+    first = run_under(root, state_dir=str(state))
+    assert first.status is Status.PASS, (
+        first.summary
+    )  # nothing to compare with yet; 5 old errors are not news
+    set_counter(root, "mlx5_0", "symbol_error", 17)
+    set_counter(root, "mlx5_0", "port_rcv_errors", 3)
+    second = run_under(root, state_dir=str(state))
+    assert second.status is Status.WARN
+    assert "mlx5_0 port 1: error counters rose since the last run (" in second.summary
+    assert "port_rcv_errors +3, symbol_error +12" in second.summary and "mlx5_1" not in second.summary
+    third = run_under(root, state_dir=str(state))  # nothing rose since the second run
+    assert third.status is Status.PASS, third.summary
+
+
+def test_cleared_counters_are_no_rise(tmp_path: Path) -> None:
+    root, state = tmp_path / "root", tmp_path / "state"
+    ib_port(root, "mlx5_0", 1, symbol_error=40)
+    run_under(root, state_dir=str(state))
+    set_counter(root, "mlx5_0", "symbol_error", 0)  # perfquery -x -R: counters reset
+    assert run_under(root, state_dir=str(state)).status is Status.PASS
+
+
+def test_an_unwritable_state_dir_is_said_not_raised(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    ib_port(root, "mlx5_0", 1)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    result = run_under(root, state_dir=str(blocked / "state"))
+    assert result.status is Status.WARN
+    assert "error counters not compared with the last run" in result.summary
