@@ -69,8 +69,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="verify",
         description=(
-            "Check a PyTorch + CUDA stack on this host: versions, driver, host, GPUs, NCCL, AMP, BERT, "
-            "torch.compile."
+            "Check a PyTorch + CUDA stack on this host: versions, driver, host, XIDs, node shape, GPUs, "
+            "NCCL, AMP, BERT, torch.compile."
         ),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
