@@ -12,6 +12,7 @@ treats as application errors (CATALOGUE below holds each one's words and fix):
   120, 140, ...): FAIL naming the XID, the GPU, when, and the fix;
 - one that asks for attention but leaves the GPU usable (63, 92, 94) or that verify does not know: WARN;
 - one caused by an application (13, 31, 43, 45, 68, 109): reported, not judged;
+- 154: by the recovery action the driver names in the line (a reset or a reboot: FAIL; None: a note);
 - in a container, an XID on a PCI address that is none of the GPUs NVML shows here (another container's
   GPU, in the host's shared log): WARN at most, naming the address; on a host every XID counts (a GPU that
   fell off the bus may be missing from NVML's list: that is the fault);
@@ -90,6 +91,24 @@ CATALOGUE: dict[int, XidRule] = {
 }
 UNKNOWN = XidRule("warn", "not in verify's catalogue", "look it up in NVIDIA's XID catalogue")
 
+# XID 154 (drivers from R550): the driver states the recovery the GPU needs, e.g. "GPU recovery action changed
+# from 0x0 (None) to 0x2 (Node Reboot Required)". The action it names decides the verdict.
+RECOVERY_XID = 154
+RECOVERY = re.compile(r"recovery action changed from .*? to (?P<code>0x[0-9a-fA-F]+) \((?P<action>[^)]*)\)")
+
+
+def recovery_rule(message: str) -> XidRule:
+    match = RECOVERY.search(message)
+    if not match:
+        return XidRule("warn", "GPU recovery action changed (its action not read)", "see the line in dmesg")
+    action = match["action"].strip()
+    if action.lower() == "none":
+        return XidRule("note", "GPU recovery action cleared (None)", "nothing to do")
+    return XidRule(
+        "fail", f"the driver asks for a recovery: {action}", f"{action.lower()}, as the driver asks"
+    )
+
+
 XID_LINE = re.compile(r"NVRM: Xid \((?P<where>[^)]*)\): (?P<xid>\d+)\s*,?\s*(?P<rest>.*)")
 
 
@@ -162,7 +181,7 @@ def evaluate(
         seen[(event.xid, event.pci)] = seen.get((event.xid, event.pci), 0) + 1
     for (xid, pci), count in seen.items():
         last = [e for e in events if e.xid == xid and e.pci == pci][-1]
-        rule = CATALOGUE.get(xid, UNKNOWN)
+        rule = recovery_rule(last.message) if xid == RECOVERY_XID else CATALOGUE.get(xid, UNKNOWN)
         if gpus_known and last.gpu is None and rule.level == "fail":
             rule = XidRule("warn", rule.what + " (on a GPU not visible here: another container's?)", rule.fix)
         times = f" ({count} times)" if count > 1 else ""

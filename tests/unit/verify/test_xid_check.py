@@ -129,3 +129,21 @@ def test_a_saved_log_is_read_whole_across_read_sizes(tmp_path: Path) -> None:
     saved.write_text(filler + "4,600,600,-;NVRM: Xid (PCI:0000:3b:00): 79, pid=1, name=x, gone\n")
     got = kmsg.read_records(saved)
     assert len(got) == 600 and xid.find_events(got)[0].seq == 600
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "words"),
+    [
+        ("0x2 (Node Reboot Required)", Status.FAIL, "the driver asks for a recovery: Node Reboot Required"),
+        ("0x1 (GPU Reset Required)", Status.FAIL, "fix: gpu reset required, as the driver asks"),
+        ("0x0 (None)", Status.PASS, "recovery action cleared"),
+    ],
+)
+def test_xid_154_is_judged_by_the_recovery_action_the_driver_names(
+    action: str, status: Status, words: str
+) -> None:
+    head = "4,7,1000000,-;NVRM: Xid (PCI:0000:18:00): 154, "
+    line = f"{head}GPU recovery action changed from 0x0 (None) to {action}\n"
+    result = xid.evaluate(xid.find_events(records(line)), 0, 1)
+    assert result.status is status, result.summary
+    assert words in result.summary or any(words in n for n in result.details["notes"])
