@@ -62,8 +62,7 @@ rm -f "$report"  # a verify that crashes must not leave the last run's verdict t
 rc=$?
 
 # This node's state and reason as sinfo has them ("drained", "draining", "idle", ...; reason or "none").
-state="$(sinfo -h -N -n "$node" -o '%T' | head -n 1)"
-current="$(sinfo -h -N -n "$node" -o '%E' | head -n 1)"
+IFS='|' read -r state current < <(sinfo -h -N -n "$node" -o '%T|%E' | head -n 1)
 drained=0  # out of service: drained, draining, down or failed
 case "$state" in *drain* | down* | fail*) drained=1 ;; esac
 

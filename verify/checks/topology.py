@@ -222,7 +222,7 @@ def collect(
 ) -> TopologyFacts:
     env = os.environ if environ is None else environ
     root = Path(options["root"]) if options.get("root") else presence.host_root()
-    paths = host.Paths.under(root) if str(root) != "/" else host.Paths()
+    paths = host.Paths.under(root)
     gpus, nvml_error = _nvml_gpus()
     nodes, proc, in_container = presence.collect_host(root)
     if gpus is not None:
@@ -387,7 +387,9 @@ def _summary(f: TopologyFacts) -> str:
         parts.append(f"fabric registered on {len(fabric)} GPU(s)")
     if f.ports:
         rates = sorted({p.rate for p in f.ports if p.rate})
-        parts.append(f"{len(f.ports)} IB/RoCE port(s) ACTIVE ({', '.join(rates)})")
+        active = sum(1 for p in f.ports if p.state == "ACTIVE")
+        of = "" if active == len(f.ports) else f" of {len(f.ports)}"  # the rest as --expect-ib-ports allows
+        parts.append(f"{active}{of} IB/RoCE port(s) ACTIVE ({', '.join(rates)})")
     else:
         parts.append("no InfiniBand/RoCE port")
     return "; ".join(parts)

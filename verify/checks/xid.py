@@ -176,11 +176,11 @@ def evaluate(
     figures: dict[str, Any] = {"xid_events": len(events), "log_records": records}
     details: dict[str, Any] = {"events": [asdict(e) for e in events], "first_seq": first_seq}
     judged: dict[str, list[str]] = {"fail": [], "warn": [], "note": []}
-    seen: dict[tuple[int, str], int] = {}
+    seen: dict[tuple[int, str], tuple[int, XidEvent]] = {}  # (xid, pci) -> (times, the latest event)
     for event in events:
-        seen[(event.xid, event.pci)] = seen.get((event.xid, event.pci), 0) + 1
-    for (xid, pci), count in seen.items():
-        last = [e for e in events if e.xid == xid and e.pci == pci][-1]
+        times = seen.get((event.xid, event.pci), (0, event))[0]
+        seen[(event.xid, event.pci)] = (times + 1, event)
+    for (xid, pci), (count, last) in seen.items():
         rule = recovery_rule(last.message) if xid == RECOVERY_XID else CATALOGUE.get(xid, UNKNOWN)
         if gpus_known and last.gpu is None and rule.level == "fail":
             rule = XidRule("warn", rule.what + " (on a GPU not visible here: another container's?)", rule.fix)

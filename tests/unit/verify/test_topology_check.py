@@ -288,3 +288,12 @@ def test_an_unwritable_state_dir_is_said_not_raised(tmp_path: Path) -> None:
     result = run_under(root, state_dir=str(blocked / "state"))
     assert result.status is Status.WARN
     assert "error counters not compared with the last run" in result.summary
+
+
+def test_a_pass_with_a_spare_port_down_counts_only_the_active_ones(tmp_path: Path) -> None:
+    """--expect-ib-ports 1 met, a second (spare) port DOWN: the summary must not call it ACTIVE."""
+    ib_port(tmp_path, "mlx5_0", 1)
+    ib_port(tmp_path, "mlx5_1", 1, state="DOWN", phys="Disabled")
+    result = run_under(tmp_path, expect_ib_ports=1)
+    assert result.status is Status.PASS, result.summary
+    assert "1 of 2 IB/RoCE port(s) ACTIVE" in result.summary
