@@ -73,8 +73,8 @@ dockerfiles: $(TOOLS) ## render images/<tag>/Dockerfile(s) and the README matrix
 	$(IMAGES) readme
 
 .PHONY: lock
-lock: $(TOOLS) ## resolve every image's packages into images/<tag>/requirements.lock, each pinned to its wheel's sha256
-	$(IMAGES) lock
+lock: $(TOOLS) ## pin every image's packages to their wheels' sha256 in images/<tag>/requirements.lock (keeps unchanged pins; UPGRADE=1 re-resolves all)
+	$(IMAGES) lock $(if $(UPGRADE),--upgrade)
 
 .PHONY: lock-check
 lock-check: $(TOOLS) ## fail when a requirements.lock is stale (offline)

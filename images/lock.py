@@ -5,7 +5,7 @@ pull in would otherwise be resolved anew by every build, so two builds a week ap
 `lock` resolves each line x flavor with pip's own resolver for the image's target (CPython X.Y, linux x86_64,
 manylinux up to glibc 2.41, wheels only) without installing anything (`pip install --dry-run --report`), and
 writes images/<tag>/requirements[-flavor].lock: every distribution `==` its version with the sha256 of the
-exact wheel. The builder stage installs from the lock with `--require-hashes`, so a build installs those very
+exact wheel. The build installs from the lock with `--require-hashes`, so a build installs those very
 files or stops. `lock --check` is offline: it fails when a lock is missing, was resolved from another
 requirements file, or disagrees with requirements.txt or with the torch wheel pins.toml was read from.
 """
@@ -13,6 +13,7 @@ requirements file, or disagrees with requirements.txt or with the torch wheel pi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -72,7 +73,12 @@ class Locked:
 
 
 def pip_command(
-    requirements: Path, python: str, report: Path, index_url: str, cert: Path | None
+    requirements: Path,
+    python: str,
+    report: Path,
+    index_url: str,
+    cert: Path | None,
+    constraints: Path | None = None,
 ) -> list[str]:
     """The resolution for the image's target; run it with `pip_environment()`."""
     major, minor = python.split(".")
@@ -86,7 +92,23 @@ def pip_command(
         command += ["--platform", platform]
     if cert is not None:
         command += ["--cert", str(cert)]
+    if constraints is not None:
+        command += ["-c", str(constraints)]
     return command
+
+
+def kept_pins(previous: list[Locked], requirements_text: str) -> str:
+    """The previous lock's versions as pip constraints, except for what requirements.txt names itself.
+
+    A relock after one pin changed should change that package and what it forces, not every transitive
+    dependency that had a release since (`make lock UPGRADE=1` re-resolves everything).
+    """
+    named = set()
+    for raw in requirements_text.splitlines():
+        if raw.strip() and not raw.startswith("#"):
+            with contextlib.suppress(InvalidRequirement):
+                named.add(canonicalize_name(Requirement(raw).name))
+    return "".join(f"{e.name}=={e.version}\n" for e in previous if e.key not in named)
 
 
 def pip_environment() -> dict[str, str]:
@@ -130,12 +152,23 @@ def parse_report(report: dict) -> list[Locked]:
 
 
 def resolve(
-    requirements: Path, python: str, *, index_url: str | None = None, cert: Path | None = None
+    requirements: Path,
+    python: str,
+    *,
+    index_url: str | None = None,
+    cert: Path | None = None,
+    constraints: str = "",
 ) -> list[Locked]:
     check_pip()
     with tempfile.TemporaryDirectory(prefix="pytorch-cuda-lock-") as tmp:
         report = Path(tmp) / "report.json"
-        command = pip_command(requirements, python, report, index_url or index_url_default(), cert)
+        constraints_file = None
+        if constraints:
+            constraints_file = Path(tmp) / "kept-pins.txt"
+            constraints_file.write_text(constraints)
+        command = pip_command(
+            requirements, python, report, index_url or index_url_default(), cert, constraints_file
+        )
         proc = subprocess.run(command, capture_output=True, text=True, check=False, env=pip_environment())
         if proc.returncode != 0 or not report.is_file():
             said = [
@@ -231,6 +264,17 @@ def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list
     return problems
 
 
+def previous_pins(lock: Path, requirements_text: str) -> str:
+    """kept_pins() of the lock on disk; nothing when there is none or it cannot be read."""
+    if not lock.is_file():
+        return ""
+    try:
+        _, entries = parse_lock(lock.read_text(), repo_relative(lock))
+    except LockError:
+        return ""
+    return kept_pins(entries, requirements_text)
+
+
 def cmd_lock(args: argparse.Namespace) -> int:
     matrix: Matrix = load_matrix()
     root = Path(args.root)
@@ -253,12 +297,25 @@ def cmd_lock(args: argparse.Namespace) -> int:
     for line in lines:
         for flavor in line.flavors:
             requirements = line_dir(line, root) / requirements_name(flavor)
+            path = line_dir(line, root) / lock_name(flavor)
+            kept = "" if args.upgrade else previous_pins(path, requirements.read_text())
             try:
-                entries = resolve(requirements, line.python, index_url=args.index_url, cert=cert)
+                try:
+                    entries = resolve(
+                        requirements, line.python, index_url=args.index_url, cert=cert, constraints=kept
+                    )
+                except LockError:
+                    if not kept:
+                        raise
+                    print(
+                        f"{line.tag} ({flavor}): the new requirements need other versions than the previous "
+                        "lock's; resolving everything anew",
+                        file=sys.stderr,
+                    )
+                    entries = resolve(requirements, line.python, index_url=args.index_url, cert=cert)
             except LockError as exc:
                 print(f"error: {line.tag} ({flavor}): {exc}", file=sys.stderr)
                 return 1
-            path = line_dir(line, root) / lock_name(flavor)
             write_atomically(path, render_lock(line, flavor, requirements.read_text(), entries))
             problems = lock_problems(line, flavor, root)
             if problems:  # e.g. pip picked another torch wheel than pins.toml was read from
@@ -279,6 +336,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--check", action="store_true", help="exit 1 naming each stale lock; no network")
     parser.add_argument("--tag", help="only this line (default: every line)")
+    parser.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="re-resolve every dependency to its newest fitting release (default: keep the previous "
+        "lock's versions of what requirements.txt does not name, unless the new pins need others)",
+    )
     parser.add_argument(
         "--index-url", help="package index to resolve from (default: $PIP_INDEX_URL, else PyPI)"
     )

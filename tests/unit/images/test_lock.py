@@ -17,6 +17,7 @@ from images.dockerfile import lock_name, requirements_name
 from images.lock import (
     Locked,
     LockError,
+    kept_pins,
     lock_problems,
     parse_lock,
     parse_report,
@@ -191,3 +192,20 @@ def test_an_impossible_resolution_shows_pips_reason_and_the_fix(tmp_path: Path) 
         resolve(requirements, "3.13")
     message = str(failure.value)
     assert "pip could not resolve" in message and "  | " in message and "fix: change the pins" in message
+
+
+def test_a_relock_keeps_the_previous_pins_of_what_requirements_do_not_name() -> None:
+    previous = [Locked("idna", "3.10", "a" * 64), Locked("requests", "2.32.3", "b" * 64)]
+    kept = kept_pins(previous, "# generated\nrequests==2.32.4\n")
+    assert kept == "idna==3.10\n"  # requests is named (its new pin rules); idna stays where it was
+
+
+@pytest.mark.network
+def test_kept_pins_hold_an_old_transitive_version_and_upgrade_moves_it(tmp_path: Path) -> None:
+    """requests pulls idna: the previous lock's idna 3.7 is kept; without it the newest fitting idna comes."""
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("requests==2.32.3\n")
+    kept = resolve(requirements, "3.13", constraints="idna==3.7\n")
+    fresh = resolve(requirements, "3.13")
+    assert {e.name: e.version for e in kept}["idna"] == "3.7"
+    assert {e.name: e.version for e in fresh}["idna"] != "3.7"
