@@ -4,6 +4,12 @@ Builds go through docker-py's low-level APIClient (the classic builder, which ev
 context tarball, so build-only inputs (extra CA, wheelhouse) reach the builder stage without touching the
 working tree. An image is built under a unique temporary tag and only re-tagged to the short and full tags
 on success: a failed build never leaves `pytorch-cuda:v2.8` pointing at something half-built.
+
+The venv is installed in place in the deps stage, as the committed Dockerfile says. A build given an extra CA
+(--extra-ca-cert or the host's pip cert), a wheelhouse or an index URL with a credential installs it in a
+builder stage instead and copies only the venv on (the same template's variant, sent in the context), so none
+of them reaches a layer or the image history; that copy costs about 100 s on 2 cores. An http:// index is
+passed to pip as a trusted host: every sha256 is required, so a mirror cannot change what is installed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import docker
 from docker.errors import APIError
@@ -84,6 +91,41 @@ def git_revision(root: Path = REPO_ROOT) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def isolated_install_reasons(request: BuildRequest) -> list[str]:
+    """Why this build installs the venv in a builder stage rather than in place (empty: in place).
+
+    An extra CA, a wheelhouse and an index credential must reach no layer and no history entry: a build arg
+    is written into the history of every RUN after it, a COPY is a layer. The builder stage sees them and
+    only its venv is copied on. Without them (most builds) the venv is installed in place and the 7 GB copy
+    is saved.
+    """
+    reasons = []
+    if request.extra_ca is not None:
+        reasons.append("an extra CA bundle")
+    if request.wheelhouse is not None:
+        reasons.append("a wheelhouse")
+    for option, url in (("--index-url", request.index_url), ("--extra-index-url", request.extra_index_url)):
+        if url and urlsplit(url).password is not None:
+            reasons.append(f"a credential in {option}")
+    return reasons
+
+
+def trusted_hosts(request: BuildRequest) -> str:
+    """The hosts of http:// indexes, for pip's --trusted-host (build arg TRUSTED_HOST).
+
+    pip ignores a plain-http index unless told to trust it; the user named it, and with every wheel's
+    sha256 required a mirror cannot change what is installed, so it is trusted as named.
+    """
+    hosts = []
+    for url in (request.index_url, request.extra_index_url):
+        parts = urlsplit(url or "")
+        if parts.scheme == "http" and parts.hostname:
+            host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+            if host not in hosts:
+                hosts.append(host)
+    return " ".join(hosts)
 
 
 def check_dockerfile_current(line: ImageLine, flavor: str, root: Path = REPO_ROOT) -> Path:
@@ -224,9 +266,17 @@ def build_image(
     stale_lock = lock_problems(line, request.flavor, root / "images")
     if stale_lock:  # the image would install another package set than its labels and manifest say
         raise MatrixError(f"{'; '.join(stale_lock)}; fix: make lock")
-    dockerfile = dockerfile_file.relative_to(root).as_posix()
-    text = dockerfile_file.read_text()
-    inputs = ContextInputs(root, dockerfile, request.extra_ca, request.wheelhouse)
+    isolated = isolated_install_reasons(request)
+    if isolated:  # the same template's builder-stage variant, sent in the context (never committed)
+        dockerfile = f".build/{dockerfile_file.name}.isolated"
+        text = render_dockerfile(line, request.flavor, isolated_install=True)
+        inputs = ContextInputs(
+            root, dockerfile, request.extra_ca, request.wheelhouse, extra_files=((dockerfile, text.encode()),)
+        )
+    else:
+        dockerfile = dockerfile_file.relative_to(root).as_posix()
+        text = dockerfile_file.read_text()
+        inputs = ContextInputs(root, dockerfile)
     # The context first: a bad --extra-ca-cert or --wheelhouse is reported before any engine work.
     build_context(inputs).close()
     client = client or api_client()
@@ -244,6 +294,8 @@ def build_image(
         buildargs["INDEX_URL"] = request.index_url
     if request.extra_index_url:
         buildargs["EXTRA_INDEX_URL"] = request.extra_index_url
+    if trusted_hosts(request):
+        buildargs["TRUSTED_HOST"] = trusted_hosts(request)
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -262,6 +314,11 @@ def build_image(
     with log_path.open("w") as log:
         log.write(
             f"# {IMAGE_NAME} {line.tag} {request.flavor}: {dockerfile}, build args {sorted(buildargs)}\n"
+            + (
+                f"# venv installed in a builder stage and copied on (the build has {', '.join(isolated)})\n"
+                if isolated
+                else "# venv installed in place (no extra CA, wheelhouse or index credential)\n"
+            )
         )
         if not deps_current and request.deps_image and not request.no_cache:
             deps_current = reuse_pushed_deps(client, request.deps_image, local_deps, key, log)
@@ -283,13 +340,20 @@ def build_image(
         else:
             log.write(f"# phase 1 skipped: {local_deps} is current\n")
         log.write(f"# phase 2: the project and final stages on {local_deps}\n")
-        app_args = {k: v for k, v in buildargs.items() if k not in ("INDEX_URL", "EXTRA_INDEX_URL")}
+        app_args = {
+            k: v for k, v in buildargs.items() if k not in ("INDEX_URL", "EXTRA_INDEX_URL", "TRUSTED_HOST")
+        }
         app_inputs = replace(
             inputs,
             extra_ca=None,  # the builder stage is not in this Dockerfile: no CA, no wheelhouse, no index
             wheelhouse=None,
             dockerfile=f".build/{dockerfile_file.name}",
-            extra_files=((f".build/{dockerfile_file.name}", app_dockerfile(text, local_deps).encode()),),
+            extra_files=(
+                (
+                    f".build/{dockerfile_file.name}",
+                    app_dockerfile(dockerfile_file.read_text(), local_deps).encode(),
+                ),
+            ),
         )
         outcome = _run_build(
             client, app_inputs, log, console, f"{line.tag} {request.flavor}",

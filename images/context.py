@@ -2,8 +2,8 @@
 
 The context is the repository root (the image carries verify/ and images/rootfs/), sent to the engine as a
 custom tarball so build-only files (an extra CA bundle, a wheelhouse) can be added at fixed paths under
-`.build/` without ever being written into the working tree. The Dockerfile COPYs them in the builder stage
-only, through glob patterns that match nothing in a plain `docker build`.
+`.build/` without ever being written into the working tree. Only the builder-stage variant of the Dockerfile
+(images/build.py renders it when such inputs are given) COPYs them, into its builder stage.
 """
 
 from __future__ import annotations

@@ -103,7 +103,12 @@ def render_manifest(line: ImageLine, flavor: str) -> str:
     return json.dumps(line.manifest(flavor), indent=2, sort_keys=True) + "\n"
 
 
-def render_dockerfile(line: ImageLine, flavor: str, template_dir: Path = TEMPLATES_DIR) -> str:
+def render_dockerfile(
+    line: ImageLine, flavor: str, template_dir: Path = TEMPLATES_DIR, *, isolated_install: bool = False
+) -> str:
+    """The committed Dockerfile installs the venv in place in the deps stage; `isolated_install` renders the
+    variant `make build` uses when the build has a CA, a wheelhouse or an index credential (a builder stage
+    installs the venv and only the venv is copied on, so none of those inputs reaches a layer)."""
     pins = line.pins
     if pins is None:
         raise MatrixError(f"pins.toml: [{line.tag}]: no pins recorded for torch {line.torch}; fix: make pins")
@@ -128,6 +133,7 @@ def render_dockerfile(line: ImageLine, flavor: str, template_dir: Path = TEMPLAT
         lock_name=lock_name(flavor),
         apt_packages=list(APT_PACKAGES[flavor]),
         labels=line.labels(flavor),
+        isolated_install=isolated_install,
     )
     # Collapse the blank runs left by template conditionals so output is stable and tidy.
     return re.sub(r"\n{3,}", "\n\n", text)

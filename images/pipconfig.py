@@ -216,5 +216,5 @@ def describe(settings: HostPipSettings) -> list[str]:
         lines.append(f"  not taken: {names}: only index-url, extra-index-url and cert reach the build")
     if not lines:
         return []
-    head = "host pip settings for the builder stage (--no-host-pip-config: ignore them):"
+    head = "host pip settings for the build (--no-host-pip-config: ignore them):"
     return [head, *lines]

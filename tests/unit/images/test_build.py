@@ -10,11 +10,20 @@ import io
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from images.build import DEPS_BEGIN, DEPS_END, app_dockerfile, deps_key
+from images.build import (
+    DEPS_BEGIN,
+    DEPS_END,
+    BuildRequest,
+    app_dockerfile,
+    deps_key,
+    isolated_install_reasons,
+    trusted_hosts,
+)
 from images.context import CA_PATH_IN_CONTEXT, ContextError, ContextInputs, build_context
 from images.matrix import MatrixError
 from images.progress import failure_report, follow_build
@@ -246,3 +255,24 @@ def test_deps_key_follows_the_deps_inputs_only(tmp_path: Path) -> None:
         deps_key(text, b"torch==2.8.0\n", {"UID": "1000"}, plain, "sha256:newbase"),
     ]
     assert base not in changed and len(set(changed)) == len(changed)
+
+
+def test_only_build_only_secrets_move_the_install_to_a_builder_stage(tmp_path: Path) -> None:
+    plain = BuildRequest(tag="v2.8")
+    assert isolated_install_reasons(plain) == []
+    assert isolated_install_reasons(replace(plain, index_url="https://mirror.example/simple")) == []
+    assert isolated_install_reasons(replace(plain, extra_ca=tmp_path / "ca.pem")) == ["an extra CA bundle"]
+    assert isolated_install_reasons(replace(plain, wheelhouse=tmp_path)) == ["a wheelhouse"]
+    assert isolated_install_reasons(
+        replace(
+            plain, index_url="https://u:secret@mirror.example/simple", extra_index_url="https://u:@x/simple"
+        )
+    ) == ["a credential in --index-url", "a credential in --extra-index-url"]
+
+
+def test_http_indexes_are_trusted_hosts_for_pip() -> None:
+    plain = BuildRequest(tag="v2.8")
+    assert trusted_hosts(plain) == ""
+    assert trusted_hosts(replace(plain, index_url="https://pypi.org/simple")) == ""
+    both = replace(plain, index_url="http://172.17.0.1:3141/simple", extra_index_url="http://mirror/simple")
+    assert trusted_hosts(both) == "172.17.0.1:3141 mirror"

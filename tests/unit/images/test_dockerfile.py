@@ -94,9 +94,12 @@ def test_files_of_a_dropped_flavor_or_line_are_flagged_then_removed(tmp_path: Pa
 def test_every_rendered_dockerfile_passes_hadolint(matrix: Matrix, tmp_path: Path) -> None:
     rendered = [r for r in df.render_all(matrix, tmp_path) if r.path.name.startswith("Dockerfile")]
     assert len(rendered) == sum(len(line.flavors) for line in matrix.lines)
-    for item in rendered:
-        proc = subprocess.run([hadolint(), "-"], input=item.text, capture_output=True, text=True)
-        assert proc.returncode == 0, f"{item.path}: {proc.stdout}{proc.stderr}"
+    texts = {str(item.path): item.text for item in rendered}
+    for line, flavor in jobs(matrix):  # and the builder-stage variant `make build` renders for a CA
+        texts[f"{line.tag} {flavor} (isolated)"] = df.render_dockerfile(line, flavor, isolated_install=True)
+    for name, text in texts.items():
+        proc = subprocess.run([hadolint(), "-"], input=text, capture_output=True, text=True)
+        assert proc.returncode == 0, f"{name}: {proc.stdout}{proc.stderr}"
 
 
 def test_hadolint_is_not_silenced_globally(matrix: Matrix) -> None:
@@ -122,9 +125,25 @@ def test_services_block_is_delimited_once_in_the_final_stage(matrix: Matrix) -> 
         assert 'CMD ["serve-jupyter"]' in block  # docker run -p 8888:8888 IMAGE is JupyterLab
 
 
-def test_build_only_inputs_stay_in_the_builder_stage(matrix: Matrix) -> None:
+def test_committed_dockerfile_installs_the_venv_in_place(matrix: Matrix) -> None:
+    """No builder stage and no 7 GB `COPY --from`: most builds have no CA, wheelhouse or index credential."""
     for line, flavor in jobs(matrix):
         text = df.render_dockerfile(line, flavor)
+        parts = stages(text)
+        assert list(parts) == ["deps", "project", "final"], f"{line.tag} {flavor}"
+        deps = parts["deps"]
+        assert f"COPY images/{line.tag}/{df.lock_name(flavor)} /tmp/build/\n" in deps
+        assert "--require-hashes" in deps and "rm -rf /tmp/build" in deps
+        for build_only in (".build/", "extra-ca", "PIP_CERT", "SSL_CERT_FILE", "--find-links"):
+            assert build_only not in text, f"{line.tag} {flavor}: {build_only!r} in the committed Dockerfile"
+        assert re.findall(r"COPY --from=(\S+) (\S+)", text) == [("project", "/tmp/dist/")]
+        # the venv comes before the user: a build with another UID reuses the venv layer
+        assert deps.index("/opt/venv/bin/uv pip install") < deps.index("ARG UID=")
+
+
+def test_isolated_variant_keeps_build_only_inputs_in_the_builder_stage(matrix: Matrix) -> None:
+    for line, flavor in jobs(matrix):
+        text = df.render_dockerfile(line, flavor, isolated_install=True)
         parts = stages(text)
         assert list(parts) == ["builder", "deps", "project", "final"]
         assert ".build/extra-ca.pe[m]" in parts["builder"] and ".build/wheelhouse/*.whl" in parts["builder"]
@@ -132,29 +151,37 @@ def test_build_only_inputs_stay_in_the_builder_stage(matrix: Matrix) -> None:
             for name in ("deps", "project", "final"):
                 assert secret not in parts[name], f"{line.tag} {flavor}: {secret!r} reaches stage {name}"
         # The image takes only the venv from the builder and only the wheel from the project stage.
-        assert re.findall(r"COPY --from=(\S+) (\S+)", final_stage(text)) == [
+        assert re.findall(r"COPY --from=(\S+) (\S+)", text) == [
             ("builder", "/opt/venv"),
             ("project", "/tmp/dist/"),
         ]
+        # everything after the deps block is the committed Dockerfile's
+        committed = df.render_dockerfile(line, flavor)
+        assert text.split("# --- end deps ---")[1] == committed.split("# --- end deps ---")[1]
 
 
-def test_layer_order_puts_the_project_last(matrix: Matrix) -> None:
-    text = df.render_dockerfile(matrix.get("v2.8"), "runtime")
-    parts = stages(text)
-    # The heavy requirements in the builder; the project's sources only in the project stage ...
-    assert (
-        "--require-hashes" in parts["builder"]
-        and "-r /tmp/build/requirements.lock" in parts["builder"]
-        and "verify/" not in parts["builder"]
-    )
-    assert "COPY verify/ /tmp/src/verify/" in parts["project"] and "--no-index" in parts["project"]
-    assert parts["project"].startswith("FROM deps AS project\n")  # needs neither the builder nor its CA
-    # ... and in the image, the venv copy before the services and the project's wheel.
-    final = final_stage(text)
-    order = ["COPY --from=builder /opt/venv /opt/venv", df.SERVICES_BEGIN, "COPY --from=project /tmp/dist/"]
-    positions = [final.index(marker) for marker in order]
-    assert positions == sorted(positions)
-    assert final.count("COPY --from=builder /opt/venv") == 1
+def test_the_lock_is_installed_by_its_own_uv_as_strictly_as_pip(matrix: Matrix) -> None:
+    """pip installs only the lock's uv (hash-checked), then uv the whole lock: hashes, wheels, bytecode."""
+    for isolated in (False, True):
+        text = df.render_dockerfile(matrix.get("v2.8"), "runtime", isolated_install=isolated)
+        install = re.search(r"python3 -m venv /opt/venv.*?pip check", text, re.DOTALL)
+        assert install, "no venv install step"
+        step = install.group(0)
+        assert "grep -A1 '^uv==' /tmp/build/requirements.lock > /tmp/build/installer.lock" in step
+        pip, uv = step.split("/opt/venv/bin/uv pip install")
+        assert (
+            "--require-hashes --only-binary=:all:" in pip and "--no-deps" in pip and "installer.lock" in pip
+        )
+        for flag in (
+            "--require-hashes",
+            "--no-build",
+            "--compile-bytecode",
+            "-r /tmp/build/requirements.lock",
+        ):
+            assert flag in uv
+        assert "UV_NO_CACHE=1" in step and "UV_PYTHON_DOWNLOADS=never" in step
+    for line in matrix.lines:
+        assert "uv" in line.packages, f"{line.tag}: uv must be in the lock the build installs it from"
 
 
 def test_final_stage_runtime_settings(matrix: Matrix) -> None:
@@ -197,7 +224,7 @@ def test_labels_and_manifest_carry_every_pin(matrix: Matrix) -> None:
             assert labels[f"org.pytorch-cuda.nvidia.{name}"] == version
         manifest = json.loads(df.render_manifest(line, flavor))
         assert manifest == json.loads(json.dumps(line.manifest(flavor)))
-        assert "FROM ${BASE_IMAGE} AS builder" in text and f"ARG BASE_IMAGE={line.base_image}" in text
+        assert "FROM ${BASE_IMAGE} AS deps" in text and f"ARG BASE_IMAGE={line.base_image}" in text
 
 
 def test_requirements_pin_torch_and_every_package_exactly(matrix: Matrix) -> None:
