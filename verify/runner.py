@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Protocol
 
+from verify import prefetch
 from verify.context import Context
 from verify.result import Result, Status
 
@@ -448,6 +449,8 @@ def run_checks(
             progress.finished(result)
 
     with tempfile.TemporaryDirectory(prefix="verify-") as tmp, _sigterm_as_interrupt():
+        # the libraries the servers are about to import, read ahead side by side (verify/prefetch.py)
+        prefetch.start(sorted({name.split(".")[0] for spec in specs for name in spec.imports}))
         servers = ForkServers(specs)
         try:
             while any(lanes.values()) or running:
