@@ -10,6 +10,9 @@ The venv is installed in place in the deps stage, as the committed Dockerfile sa
 builder stage instead and copies only the venv on (the same template's variant, sent in the context), so none
 of them reaches a layer or the image history; that copy costs about 100 s on 2 cores. An http:// index is
 passed to pip as a trusted host: every sha256 is required, so a mirror cannot change what is installed.
+
+A devel image of a CUDA 12 line (nvcc from Debian, the runtime lock) is built on the line's runtime deps
+image, which is built first when it is not current: the venv is built and stored once for both flavors.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ from rich.console import Console
 
 from images import registry, run_verify
 from images.context import ContextError, ContextInputs, build_context
-from images.dockerfile import REPO_ROOT, dockerfile_path, lock_name, render_dockerfile
+from images.dockerfile import (
+    REPO_ROOT,
+    dockerfile_name,
+    dockerfile_path,
+    lock_name,
+    package_flavor,
+    render_dockerfile,
+)
 from images.engine import EngineError, api_client, deps_ref, engine_errors, image_refs
 from images.lock import lock_problems
 from images.matrix import FLAVORS, IMAGE_NAME, ImageLine, Matrix, MatrixError, load_matrix
@@ -301,16 +311,14 @@ def build_image(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{line.tag}-{request.flavor}-{stamp}.log"
     local_deps = deps_ref(line, request.flavor)
-    lock = (dockerfile_file.parent / lock_name(request.flavor)).read_bytes()
+    lock = (dockerfile_file.parent / lock_name(package_flavor(line, request.flavor))).read_bytes()
     base_id = _image_id(client, request.base_image or line.base_image) or "missing"
-    key = deps_key(text, lock, buildargs, inputs, base_id)
-    deps_current = not request.no_cache and _deps_key_of(client, local_deps) == key
     short, full = image_refs(line, request.flavor)
     superseded = [i for i in (_image_id(client, ref) for ref in (short, full, local_deps)) if i]
+    phase1 = _Phase1(client, request, line, log_path, console, base_id)
 
     temp_ref = f"{IMAGE_NAME}-build:{uuid.uuid4().hex[:12]}"
     started = dt.datetime.now()
-    deps_outcome: StreamOutcome | None = None
     with log_path.open("w") as log:
         log.write(
             f"# {IMAGE_NAME} {line.tag} {request.flavor}: {dockerfile}, build args {sorted(buildargs)}\n"
@@ -320,25 +328,31 @@ def build_image(
                 else "# venv installed in place (no extra CA, wheelhouse or index credential)\n"
             )
         )
-        if not deps_current and request.deps_image and not request.no_cache:
-            deps_current = reuse_pushed_deps(client, request.deps_image, local_deps, key, log)
-        if not deps_current:
-            log.write(f"# phase 1: the deps stage as {local_deps}\n")
-            deps_outcome = _run_build(
-                client, inputs, log, console, f"{line.tag} {request.flavor} deps",
-                tag=local_deps, target="deps", buildargs=buildargs, nocache=request.no_cache,
-                labels={DEPS_KEY_LABEL: key},
-            )  # fmt: skip
-            if not deps_outcome.ok:
-                base = request.base_image or line.base_image
-                if base_id == "missing" and _failed_at_from(deps_outcome):
-                    raise BuildError(missing_base_report(base, deps_outcome, log_path))
-                raise BuildError(failure_report(deps_outcome, log_path))
-            # The builder stage's result was only the source of `COPY --from=builder`: a venv-sized image
-            # (7.5 GB for v2.8) that no later build reads, since phase 2 starts from the deps image.
-            remove_unused_images(client, deps_outcome.stage_ends, log)
+        if shares_runtime_deps(line, request.flavor):
+            # devel = the runtime deps image + the toolchain: the venv is built and stored once for both
+            runtime_deps = deps_ref(line, "runtime")
+            if isolated:
+                runtime_name = f".build/{dockerfile_name('runtime')}.isolated"
+                runtime_text = render_dockerfile(line, "runtime", isolated_install=True)
+                runtime_inputs = replace(
+                    inputs, dockerfile=runtime_name, extra_files=((runtime_name, runtime_text.encode()),)
+                )
+            else:
+                runtime_file = dockerfile_path(line, "runtime", root / "images")
+                runtime_text = runtime_file.read_text()
+                runtime_inputs = replace(inputs, dockerfile=runtime_file.relative_to(root).as_posix())
+            runtime_key = deps_key(runtime_text, lock, buildargs, runtime_inputs, base_id)
+            phase1.ensure(
+                runtime_inputs, runtime_deps, runtime_key, buildargs, log, "phase 0 (the runtime deps)"
+            )
+            devel_name = f".build/{dockerfile_file.name}.on-runtime-deps"
+            devel_text = on_runtime_deps(text, runtime_deps)
+            devel_inputs = ContextInputs(root, devel_name, extra_files=((devel_name, devel_text.encode()),))
+            key = deps_key(devel_text, lock, {}, devel_inputs, _image_id(client, runtime_deps) or "missing")
+            deps_outcome = phase1.ensure(devel_inputs, local_deps, key, {}, log, "phase 1", pushed=True)
         else:
-            log.write(f"# phase 1 skipped: {local_deps} is current\n")
+            key = deps_key(text, lock, buildargs, inputs, base_id)
+            deps_outcome = phase1.ensure(inputs, local_deps, key, buildargs, log, "phase 1", pushed=True)
         log.write(f"# phase 2: the project and final stages on {local_deps}\n")
         app_args = {
             k: v for k, v in buildargs.items() if k not in ("INDEX_URL", "EXTRA_INDEX_URL", "TRUSTED_HOST")
@@ -381,6 +395,72 @@ def build_image(
     return BuildResult(
         outcome.image_id or "", (short, full), log_path, seconds, outcome, deps_outcome, tuple(removed)
     )
+
+
+RUNTIME_DEPS_STAGE = "FROM runtime-deps AS deps"
+
+
+def shares_runtime_deps(line: ImageLine, flavor: str) -> bool:
+    """A devel image that installs the runtime lock is built on the runtime deps image (see the template)."""
+    return flavor != "runtime" and package_flavor(line, flavor) == "runtime"
+
+
+def on_runtime_deps(text: str, runtime_deps_image: str) -> str:
+    """The Dockerfile with every stage before the devel toolchain replaced by the runtime deps image."""
+    if text.count(DEPS_BEGIN + "\n") != 1 or text.count(RUNTIME_DEPS_STAGE + "\n") != 1:
+        raise MatrixError(
+            f"the Dockerfile lacks one '{RUNTIME_DEPS_STAGE}' in its deps block; fix: make dockerfiles"
+        )
+    head, rest = text.split(DEPS_BEGIN + "\n", 1)
+    _, tail = rest.split(RUNTIME_DEPS_STAGE + "\n", 1)
+    return f"{head}{DEPS_BEGIN}\nFROM {runtime_deps_image} AS runtime-deps\n{RUNTIME_DEPS_STAGE}\n{tail}"
+
+
+@dataclass
+class _Phase1:
+    """Builds a deps image (target `deps`) unless the one tagged already carries the inputs' key."""
+
+    client: docker.APIClient
+    request: BuildRequest
+    line: ImageLine
+    log_path: Path
+    console: Console | None
+    base_id: str
+
+    def ensure(
+        self,
+        inputs: ContextInputs,
+        ref: str,
+        key: str,
+        buildargs: dict[str, str],
+        log: IO[str],
+        phase: str,
+        *,
+        pushed: bool = False,
+    ) -> StreamOutcome | None:
+        """The build's outcome, or None when `ref` was current (or pulled current: --deps-image)."""
+        request = self.request
+        current = not request.no_cache and _deps_key_of(self.client, ref) == key
+        if not current and pushed and request.deps_image and not request.no_cache:
+            current = reuse_pushed_deps(self.client, request.deps_image, ref, key, log)
+        if current:
+            log.write(f"# {phase} skipped: {ref} is current\n")
+            return None
+        log.write(f"# {phase}: the deps stage as {ref}\n")
+        outcome = _run_build(
+            self.client, inputs, log, self.console, f"{self.line.tag} {ref.rsplit(':', 1)[1]} deps",
+            tag=ref, target="deps", buildargs=buildargs, nocache=request.no_cache,
+            labels={DEPS_KEY_LABEL: key},
+        )  # fmt: skip
+        if not outcome.ok:
+            base = request.base_image or self.line.base_image
+            if self.base_id == "missing" and _failed_at_from(outcome):
+                raise BuildError(missing_base_report(base, outcome, self.log_path))
+            raise BuildError(failure_report(outcome, self.log_path))
+        # The builder stage's result was only the source of `COPY --from=builder`: a venv-sized image
+        # (7.5 GB for v2.8) that no later build reads, since the next phase starts from the deps image.
+        remove_unused_images(self.client, outcome.stage_ends, log)
+        return outcome
 
 
 def _failed_at_from(outcome: StreamOutcome) -> bool:

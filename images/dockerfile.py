@@ -19,6 +19,14 @@ import jinja2
 
 from images.files import write_atomically
 from images.matrix import IMAGES_DIR, ImageLine, Matrix, MatrixError, load_matrix
+from images.toolkit import (
+    DEBIAN_CUDA_PACKAGES,
+    DEBIAN_NVCC,
+    DEBIAN_NVCC_ARCH_LIST,
+    cuda_toolkit_requirements,
+    nvcc_source,
+    package_flavor,
+)
 
 REPO_ROOT = IMAGES_DIR.parent
 TEMPLATES_DIR = IMAGES_DIR / "templates"
@@ -34,12 +42,11 @@ TORCH_COMPILE_PACKAGES = ("g++", "libpython3-dev")
 # Remote-SSH installs its server with curl or wget, then tar, which the base has), editors, a pager, a
 # terminal multiplexer, a process viewer, archives and file sync. --no-install-recommends keeps it to these.
 WORKSPACE_PACKAGES = ("git", "curl", "wget", "vim", "nano", "less", "tmux", "htop", "unzip", "rsync")
-# apt packages of the deps stage per flavor (services packages live in the template's services block).
-APT_PACKAGES = {
-    "runtime": (*TORCH_COMPILE_PACKAGES, *WORKSPACE_PACKAGES),
-    # cpp_extension needs a C++ compiler, ninja and Python.h; nvcc itself comes from the CUDA wheels.
-    "devel": (*TORCH_COMPILE_PACKAGES, *WORKSPACE_PACKAGES, "build-essential", "ninja-build", "python3-dev"),
-}
+# apt packages of the deps stage (services packages live in the template's services block).
+APT_PACKAGES = {"runtime": (*TORCH_COMPILE_PACKAGES, *WORKSPACE_PACKAGES)}
+# What devel adds after the venv, in a step of its own so every step before it is the runtime image's:
+# cpp_extension needs a C++ compiler, ninja and Python.h (nvcc: DEBIAN_NVCC, cuda_toolkit_requirements).
+DEVEL_APT_PACKAGES = ("build-essential", "ninja-build", "python3-dev")
 SERVICES_BEGIN = "# --- services: owned by compose (images/rootfs) ---"
 SERVICES_END = "# --- end services ---"
 
@@ -63,27 +70,6 @@ def line_dir(line: ImageLine, root: Path = IMAGES_DIR) -> Path:
 
 def dockerfile_path(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> Path:
     return line_dir(line, root) / dockerfile_name(flavor)
-
-
-def cuda_toolkit_requirements(line: ImageLine) -> list[str]:
-    """nvcc and the CUDA headers from PyPI, matching the CUDA the torch wheel pins.
-
-    nvcc ships in lockstep with nvrtc (same version number), which torch pins; cccl (thrust/cub headers)
-    follows the toolkit's major.minor. CUDA 13 torch wheels pin the `cuda-toolkit` meta-package instead.
-    """
-    pins = line.pins
-    assert pins is not None
-    if "cuda-toolkit" in pins.nvidia:  # CUDA 13 wheels: torch pins NVIDIA's meta-package; use its extras
-        return [f"cuda-toolkit[cccl,cudart,nvcc]=={pins.nvidia['cuda-toolkit']}"]
-    for name, version in sorted(pins.nvidia.items()):
-        match = re.fullmatch(r"nvidia-cuda-nvrtc(-cu\d+)?", name)
-        if match:
-            suffix = match.group(1) or ""
-            return [f"nvidia-cuda-nvcc{suffix}=={version}", f"nvidia-cuda-cccl{suffix}=={pins.cuda}.*"]
-    raise MatrixError(
-        f"pins.toml: [{line.tag}] nvidia: no nvidia-cuda-nvrtc pin among {sorted(pins.nvidia)}, so the devel "
-        "flavor cannot choose a matching nvcc; fix: make pins (or drop 'devel' from this line's flavors)"
-    )
 
 
 def render_requirements(line: ImageLine, flavor: str) -> str:
@@ -130,8 +116,13 @@ def render_dockerfile(
         nccl=pins.nccl,
         base_image=line.base_image,
         dockerfile_name=dockerfile_name(flavor),
-        lock_name=lock_name(flavor),
-        apt_packages=list(APT_PACKAGES[flavor]),
+        lock_name=lock_name(package_flavor(line, flavor)),
+        apt_packages=list(APT_PACKAGES["runtime"]),
+        devel_apt_packages=list(DEVEL_APT_PACKAGES),
+        nvcc_source=nvcc_source(line),
+        debian_nvcc=DEBIAN_NVCC,
+        debian_nvcc_arch_list=DEBIAN_NVCC_ARCH_LIST,
+        debian_cuda_packages=list(DEBIAN_CUDA_PACKAGES),
         labels=line.labels(flavor),
         isolated_install=isolated_install,
     )
@@ -152,7 +143,8 @@ def render_all(matrix: Matrix, root: Path = IMAGES_DIR) -> list[Rendered]:
         directory = line_dir(line, root)
         for flavor in line.flavors:
             out.append(Rendered(directory / dockerfile_name(flavor), render_dockerfile(line, flavor)))
-            out.append(Rendered(directory / requirements_name(flavor), render_requirements(line, flavor)))
+            if package_flavor(line, flavor) == flavor:  # else it installs another flavor's requirements
+                out.append(Rendered(directory / requirements_name(flavor), render_requirements(line, flavor)))
             out.append(Rendered(directory / f"manifest-{flavor}.json", render_manifest(line, flavor)))
     return out
 

@@ -32,6 +32,7 @@ from images.dockerfile import (
     IMAGES_DIR,
     line_dir,
     lock_name,
+    package_flavor,
     repo_relative,
     requirements_name,
 )
@@ -215,7 +216,8 @@ def parse_lock(text: str, source: str) -> tuple[str | None, list[Locked]]:
 
 
 def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list[str]:
-    """Why the committed lock of line x flavor cannot be trusted (empty: it can). Offline."""
+    """Why the committed lock that line x flavor installs cannot be trusted (empty: it can). Offline."""
+    flavor = package_flavor(line, flavor)
     directory = line_dir(line, root)
     requirements = directory / requirements_name(flavor)
     lock = directory / lock_name(flavor)
@@ -264,6 +266,11 @@ def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list
     return problems
 
 
+def locked_flavors(line: ImageLine) -> list[str]:
+    """The flavors with a lock of their own (a devel that installs the runtime lock has none)."""
+    return sorted({package_flavor(line, flavor) for flavor in line.flavors}, key=line.flavors.index)
+
+
 def previous_pins(lock: Path, requirements_text: str) -> str:
     """kept_pins() of the lock on disk; nothing when there is none or it cannot be read."""
     if not lock.is_file():
@@ -280,13 +287,15 @@ def cmd_lock(args: argparse.Namespace) -> int:
     root = Path(args.root)
     lines = [matrix.get(args.tag)] if args.tag else list(matrix.lines)
     if args.check:
-        problems = [p for line in lines for flavor in line.flavors for p in lock_problems(line, flavor, root)]
+        problems = [
+            p for line in lines for flavor in locked_flavors(line) for p in lock_problems(line, flavor, root)
+        ]
         for problem in problems:
             print(f"stale: {problem}", file=sys.stderr)
         if problems:
             print("fix: make lock (then commit the result)", file=sys.stderr)
             return 1
-        print(f"{sum(len(line.flavors) for line in lines)} locks are current")
+        print(f"{sum(len(locked_flavors(line)) for line in lines)} locks are current")
         return 0
     try:  # before the first resolution, not once per image
         check_pip()
@@ -295,7 +304,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
         return 1
     cert = Path(args.cert) if args.cert else None
     for line in lines:
-        for flavor in line.flavors:
+        for flavor in locked_flavors(line):
             requirements = line_dir(line, root) / requirements_name(flavor)
             path = line_dir(line, root) / lock_name(flavor)
             kept = "" if args.upgrade else previous_pins(path, requirements.read_text())

@@ -11,12 +11,35 @@ import sys
 from pathlib import Path
 
 from images.files import write_atomically
-from images.matrix import MATRIX_PATH, PINS_PATH, Matrix, load_matrix
+from images.matrix import MATRIX_PATH, PINS_PATH, ImageLine, Matrix, load_matrix
+from images.toolkit import DEBIAN_NVCC, DEBIAN_NVCC_ARCH_LIST, nvcc_source
 
 README_PATH = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN = "<!-- section:matrix -->"
 END = "<!-- /section:matrix -->"
-COLUMNS = ("tag", "torch", "python", "CUDA", "cuDNN", "NCCL", "transformers", "flavors", "full tag")
+COLUMNS = (
+    "tag",
+    "torch",
+    "python",
+    "CUDA",
+    "cuDNN",
+    "NCCL",
+    "transformers",
+    "flavors",
+    "devel nvcc",
+    "full tag",
+)
+
+
+def devel_nvcc(line: ImageLine) -> str:
+    """Which nvcc the line's devel image has, from where, and for which GPUs."""
+    if "devel" not in line.flavors:
+        return "—"
+    if nvcc_source(line) == "debian":
+        archs = DEBIAN_NVCC_ARCH_LIST.replace(";", ", ")
+        return f"{DEBIAN_NVCC} (Debian non-free); TORCH_CUDA_ARCH_LIST {archs}"
+    toolkit = line.require_pins().nvidia["cuda-toolkit"]
+    return f"{toolkit} (NVIDIA's wheels); the GPU's own arch"
 
 
 class ReadmeError(RuntimeError):
@@ -29,7 +52,10 @@ def render_section(matrix: Matrix) -> str:
         "## The matrix",
         "",
         "One image per line and flavor: `pytorch-cuda:<tag>` (runtime), `pytorch-cuda:<tag>-devel`,",
-        "and the full tags. CUDA, cuDNN and NCCL are the versions each torch wheel itself pins.",
+        "and the full tags. CUDA, cuDNN and NCCL are the versions each torch wheel itself pins. The devel",
+        "image adds nvcc: PyPI has a full one only for CUDA 13, so CUDA 12 lines take Debian's 12.4, which",
+        "builds extensions for their 12.x runtime (minor-version compatibility) and knows GPUs up to sm_90;",
+        "newer ones run its sm_90 PTX, compiled by the driver when the extension loads.",
         "This table is generated from `images/matrix.toml` and `images/pins.toml` by `make dockerfiles`;",
         "do not edit it by hand.",
         "",
@@ -47,6 +73,7 @@ def render_section(matrix: Matrix) -> str:
             pins.nccl,
             line.packages.get("transformers", "—"),
             ", ".join(line.flavors),
+            devel_nvcc(line),
             " ".join(f"`{line.full_tag(f)}`" for f in line.flavors),
         )
         rows.append("| " + " | ".join(cells) + " |")

@@ -48,7 +48,7 @@ def test_failed_build_leaves_no_tag_and_prints_the_failing_step(
                     log_dir=tmp_path / "logs", root=root)  # fmt: skip
     report = str(failure.value)
     assert "build failed at step" in report and "RUN have=" in report
-    assert "the base image has Python 3.13 but pytorch-cuda:v0.1 needs Python 3.12" in report
+    assert "the base image has Python 3.13 but pytorch-cuda v0.1 needs Python 3.12" in report
     assert "fix: choose a base image" in report
     logs = list((tmp_path / "logs").glob("v0.1-runtime-*.log"))
     assert len(logs) == 1 and "needs Python 3.12" in logs[0].read_text()

@@ -22,6 +22,7 @@ from images.build import (
     app_dockerfile,
     deps_key,
     isolated_install_reasons,
+    on_runtime_deps,
     trusted_hosts,
 )
 from images.context import CA_PATH_IN_CONTEXT, ContextError, ContextInputs, build_context
@@ -276,3 +277,17 @@ def test_http_indexes_are_trusted_hosts_for_pip() -> None:
     assert trusted_hosts(replace(plain, index_url="https://pypi.org/simple")) == ""
     both = replace(plain, index_url="http://172.17.0.1:3141/simple", extra_index_url="http://mirror/simple")
     assert trusted_hosts(both) == "172.17.0.1:3141 mirror"
+
+
+def test_a_cuda12_devel_build_starts_from_the_runtime_deps_image() -> None:
+    text = (REPO / "images/v2.8/Dockerfile.devel").read_text()
+    swapped = on_runtime_deps(text, "pytorch-cuda-deps:v2.8")
+    rest = swapped.split(DEPS_BEGIN + "\n", 1)[1]
+    assert rest.startswith("FROM pytorch-cuda-deps:v2.8 AS runtime-deps\nFROM runtime-deps AS deps\n")
+    assert "uv pip install" not in rest.split(DEPS_END)[0]  # the venv is the runtime deps image's
+    assert "apt-get download nvidia-cuda-toolkit" in rest.split(DEPS_END)[0]  # the toolchain is built here
+    assert swapped.split(DEPS_END)[1] == text.split(DEPS_END)[1]
+    with pytest.raises(MatrixError, match="fix: make dockerfiles"):
+        on_runtime_deps(
+            (REPO / DOCKERFILE).read_text(), "x"
+        )  # a runtime Dockerfile has no runtime-deps stage

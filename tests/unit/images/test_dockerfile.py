@@ -40,10 +40,24 @@ def stages(text: str) -> dict[str, str]:
 
 
 def final_stage(text: str) -> str:
-    """What ends up in the image: the deps stage and the final stage built on it."""
+    """What ends up in the image: the deps stage (on the runtime's, for a devel image with Debian's nvcc)
+    and the final stage built on it."""
     parts = stages(text)
     assert parts["final"].startswith("FROM deps\n")
+    if "runtime-deps" in parts:
+        assert parts["deps"].startswith("FROM runtime-deps AS deps\n")
+        return parts["runtime-deps"] + parts["deps"] + parts["final"]
     return parts["deps"] + parts["final"]
+
+
+def instructions(stage: str) -> list[str]:
+    """A stage's lines without comments and blank lines: what the engine's layer cache compares."""
+    return [line for line in stage.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def venv_stage(parts: dict[str, str]) -> str:
+    """The stage that installs (or copies) the venv."""
+    return parts.get("runtime-deps", parts["deps"])
 
 
 def hadolint() -> str:
@@ -76,16 +90,16 @@ def test_check_names_each_stale_file_and_exits_1(tmp_path: Path) -> None:
 def test_files_of_a_dropped_flavor_or_line_are_flagged_then_removed(tmp_path: Path, matrix: Matrix) -> None:
     run = [sys.executable, "-m", "images", "dockerfiles", "--root", str(tmp_path)]
     assert subprocess.run(run, cwd=REPO, capture_output=True, text=True).returncode == 0
-    (tmp_path / "v2.8" / "Dockerfile.devel").write_text("FROM scratch\n")  # a flavor the line dropped
+    (tmp_path / "v2.8" / "Dockerfile.nightly").write_text("FROM scratch\n")  # a flavor the matrix dropped
     (tmp_path / "v1.0").mkdir()
     (tmp_path / "v1.0" / "requirements.txt").write_text("torch==1.0.0\n")  # a line the matrix dropped
     bad = subprocess.run([*run, "--check"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 1
-    assert "orphaned: " in bad.stderr and "v2.8/Dockerfile.devel" in bad.stderr
+    assert "orphaned: " in bad.stderr and "v2.8/Dockerfile.nightly" in bad.stderr
     assert "v1.0/requirements.txt" in bad.stderr
     fixed = subprocess.run(run, cwd=REPO, capture_output=True, text=True)
     assert fixed.returncode == 0, fixed.stderr
-    assert not (tmp_path / "v2.8" / "Dockerfile.devel").exists()
+    assert not (tmp_path / "v2.8" / "Dockerfile.nightly").exists()
     assert not (tmp_path / "v1.0").exists()
     assert (tmp_path / "v2.8" / "Dockerfile").is_file()
     assert subprocess.run([*run, "--check"], cwd=REPO, capture_output=True, text=True).returncode == 0
@@ -130,9 +144,10 @@ def test_committed_dockerfile_installs_the_venv_in_place(matrix: Matrix) -> None
     for line, flavor in jobs(matrix):
         text = df.render_dockerfile(line, flavor)
         parts = stages(text)
-        assert list(parts) == ["deps", "project", "final"], f"{line.tag} {flavor}"
-        deps = parts["deps"]
-        assert f"COPY images/{line.tag}/{df.lock_name(flavor)} /tmp/build/\n" in deps
+        deps_stages = ["runtime-deps", "deps"] if df.package_flavor(line, flavor) != flavor else ["deps"]
+        assert list(parts) == [*deps_stages, "project", "final"], f"{line.tag} {flavor}"
+        deps = venv_stage(parts)
+        assert f"COPY images/{line.tag}/{df.lock_name(df.package_flavor(line, flavor))} /tmp/build/\n" in deps
         assert "--require-hashes" in deps and "rm -rf /tmp/build" in deps
         for build_only in (".build/", "extra-ca", "PIP_CERT", "SSL_CERT_FILE", "--find-links"):
             assert build_only not in text, f"{line.tag} {flavor}: {build_only!r} in the committed Dockerfile"
@@ -145,10 +160,11 @@ def test_isolated_variant_keeps_build_only_inputs_in_the_builder_stage(matrix: M
     for line, flavor in jobs(matrix):
         text = df.render_dockerfile(line, flavor, isolated_install=True)
         parts = stages(text)
-        assert list(parts) == ["builder", "deps", "project", "final"]
+        deps_stages = ["runtime-deps", "deps"] if df.package_flavor(line, flavor) != flavor else ["deps"]
+        assert list(parts) == ["builder", *deps_stages, "project", "final"]
         assert ".build/extra-ca.pe[m]" in parts["builder"] and ".build/wheelhouse/*.whl" in parts["builder"]
         for secret in (".build/", "extra-ca", "INDEX_URL", "PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-            for name in ("deps", "project", "final"):
+            for name in (*deps_stages, "project", "final"):
                 assert secret not in parts[name], f"{line.tag} {flavor}: {secret!r} reaches stage {name}"
         # The image takes only the venv from the builder and only the wheel from the project stage.
         assert re.findall(r"COPY --from=(\S+) (\S+)", text) == [
@@ -224,7 +240,8 @@ def test_labels_and_manifest_carry_every_pin(matrix: Matrix) -> None:
             assert labels[f"org.pytorch-cuda.nvidia.{name}"] == version
         manifest = json.loads(df.render_manifest(line, flavor))
         assert manifest == json.loads(json.dumps(line.manifest(flavor)))
-        assert "FROM ${BASE_IMAGE} AS deps" in text and f"ARG BASE_IMAGE={line.base_image}" in text
+        assert re.search(r"^FROM \$\{BASE_IMAGE\} AS (runtime-)?deps$", text, re.MULTILINE)
+        assert f"ARG BASE_IMAGE={line.base_image}" in text
 
 
 def test_requirements_pin_torch_and_every_package_exactly(matrix: Matrix) -> None:
@@ -236,18 +253,39 @@ def test_requirements_pin_torch_and_every_package_exactly(matrix: Matrix) -> Non
         assert all("==" in r for r in reqs)
 
 
-def test_devel_adds_nvcc_matching_the_torch_wheels_cuda(matrix: Matrix) -> None:
-    # v2.8 (CUDA 12) ships runtime only, since PyPI has no CUDA 12 nvcc; its devel rendering still must
-    # pick the nvcc wheel matching the pins, so the Dockerfile's own check can name the reason.
-    line = dataclasses.replace(matrix.get("v2.8"), flavors=("runtime", "devel"))
-    assert line.pins is not None
+def test_cuda12_devel_takes_debians_nvcc_on_the_runtime_venv(matrix: Matrix) -> None:
+    """PyPI has no CUDA 12 nvcc: v2.8 devel installs the runtime lock (no requirements of its own) and adds
+    Debian's nvcc 12.4 in a stage on the runtime deps, unpacked without libcuda1 (the host's driver's)."""
+    line = matrix.get("v2.8")
+    assert "devel" in line.flavors and df.nvcc_source(line) == "debian"
+    assert df.package_flavor(line, "devel") == "runtime"
+    generated = {r.path.name for r in df.render_all(matrix) if r.path.parent.name == "v2.8"}
+    assert "requirements-devel.txt" not in generated and "Dockerfile.devel" in generated
+    text = df.render_dockerfile(line, "devel")
+    parts = stages(text)
+    runtime = stages(df.render_dockerfile(line, "runtime"))["deps"]
+    # every step up to the toolchain is the runtime image's own, so the engine reuses its layers
+    shared = parts["runtime-deps"].replace("AS runtime-deps", "AS deps", 1)
+    assert instructions(shared) == instructions(runtime)
+    devel = parts["deps"]
+    assert "apt-get download " + " ".join(df.DEBIAN_CUDA_PACKAGES) in devel
+    assert "libcuda1" not in "\n".join(instructions(devel)) and "dpkg-deb --extract" in devel
+    assert 'grep -q "release 12.4,"' in devel and "g++-13" in devel
+    assert (
+        "ENV CUDA_HOME=/usr/lib/cuda" in devel
+        and f'TORCH_CUDA_ARCH_LIST="{df.DEBIAN_NVCC_ARCH_LIST}"' in devel
+    )
+    assert "CUDA_HOME" not in df.render_dockerfile(line, "runtime")
+
+
+def test_cuda13_devel_takes_nvcc_from_the_wheels(matrix: Matrix) -> None:
+    line = matrix.get("v2.15")
+    assert line.pins is not None and df.nvcc_source(line) == "wheels"
     reqs = df.render_requirements(line, "devel")
-    assert f"nvidia-cuda-nvcc-cu12=={line.pins.nvidia['nvidia-cuda-nvrtc-cu12']}" in reqs
-    assert f"nvidia-cuda-cccl-cu12=={line.pins.cuda}.*" in reqs
+    assert f"cuda-toolkit[cccl,cudart,nvcc]=={line.pins.nvidia['cuda-toolkit']}" in reqs
     text = df.render_dockerfile(line, "devel")
     assert "ENV CUDA_HOME=/usr/local/cuda" in text and "build-essential ninja-build python3-dev" in text
-    assert "PATH=/usr/local/cuda/bin:$PATH" in text
-    assert "CUDA_HOME" not in df.render_dockerfile(line, "runtime")
+    assert "runtime-deps" not in text
 
 
 def _line(nvidia: dict[str, str]) -> ImageLine:
@@ -272,9 +310,11 @@ def _line(nvidia: dict[str, str]) -> ImageLine:
     )
 
 
-def test_devel_toolkit_for_cuda13_meta_package_and_a_clear_error_without_pins() -> None:
+def test_devel_toolkit_follows_the_pins_and_names_missing_pins() -> None:
     assert df.cuda_toolkit_requirements(_line({"cuda-toolkit": "13.2.2"})) == [
         "cuda-toolkit[cccl,cudart,nvcc]==13.2.2"
     ]
-    with pytest.raises(MatrixError, match=r"\[v2.15\] nvidia: no nvidia-cuda-nvrtc pin.*fix: make pins"):
-        df.cuda_toolkit_requirements(_line({"nvidia-nccl-cu13": "2.30.7"}))
+    assert df.cuda_toolkit_requirements(_line({"nvidia-nccl-cu12": "2.27.3"})) == []  # Debian's nvcc
+    no_pins = dataclasses.replace(_line({}), pins=None)
+    with pytest.raises(MatrixError, match=r"\[v2.15\].*fix: make pins"):
+        df.nvcc_source(no_pins)
