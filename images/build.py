@@ -163,13 +163,18 @@ def app_dockerfile(text: str, deps_image: str) -> str:
     the builder stage altogether (no CA, no index needed), and the project and final stages' instructions
     stay exactly those of the committed Dockerfile.
     """
-    if text.count(DEPS_BEGIN + "\n") != 1 or text.count(DEPS_END + "\n") != 1:
-        raise MatrixError(
-            f"the Dockerfile lacks one '{DEPS_BEGIN}' ... '{DEPS_END}' block; fix: make dockerfiles"
-        )
+    return _from_image(
+        text, DEPS_END, f"FROM {deps_image} AS deps", f"one '{DEPS_BEGIN}' ... '{DEPS_END}' block"
+    )
+
+
+def _from_image(text: str, until: str, from_line: str, lacks: str) -> str:
+    """The Dockerfile with its lines from DEPS_BEGIN up to the line `until` replaced by `from_line`."""
+    if text.count(DEPS_BEGIN + "\n") != 1 or text.count(until + "\n") != 1:
+        raise MatrixError(f"the Dockerfile lacks {lacks}; fix: make dockerfiles")
     head, rest = text.split(DEPS_BEGIN + "\n", 1)
-    _, tail = rest.split(DEPS_END + "\n", 1)
-    return f"{head}{DEPS_BEGIN}\nFROM {deps_image} AS deps\n{DEPS_END}\n{tail}"
+    _, tail = rest.split(until + "\n", 1)
+    return f"{head}{DEPS_BEGIN}\n{from_line}\n{until}\n{tail}"
 
 
 def deps_key(
@@ -304,8 +309,8 @@ def build_image(
         buildargs["INDEX_URL"] = request.index_url
     if request.extra_index_url:
         buildargs["EXTRA_INDEX_URL"] = request.extra_index_url
-    if trusted_hosts(request):
-        buildargs["TRUSTED_HOST"] = trusted_hosts(request)
+    if hosts := trusted_hosts(request):
+        buildargs["TRUSTED_HOST"] = hosts
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -407,13 +412,12 @@ def shares_runtime_deps(line: ImageLine, flavor: str) -> bool:
 
 def on_runtime_deps(text: str, runtime_deps_image: str) -> str:
     """The Dockerfile with every stage before the devel toolchain replaced by the runtime deps image."""
-    if text.count(DEPS_BEGIN + "\n") != 1 or text.count(RUNTIME_DEPS_STAGE + "\n") != 1:
-        raise MatrixError(
-            f"the Dockerfile lacks one '{RUNTIME_DEPS_STAGE}' in its deps block; fix: make dockerfiles"
-        )
-    head, rest = text.split(DEPS_BEGIN + "\n", 1)
-    _, tail = rest.split(RUNTIME_DEPS_STAGE + "\n", 1)
-    return f"{head}{DEPS_BEGIN}\nFROM {runtime_deps_image} AS runtime-deps\n{RUNTIME_DEPS_STAGE}\n{tail}"
+    return _from_image(
+        text,
+        RUNTIME_DEPS_STAGE,
+        f"FROM {runtime_deps_image} AS runtime-deps",
+        f"one '{RUNTIME_DEPS_STAGE}' in its deps block",
+    )
 
 
 @dataclass
