@@ -32,7 +32,7 @@ pids+=($!)
 
 echo "# loaded run: $(nproc) busy loops + cold builds of $BESIDE_TAG beside; started $(date +%H:%M:%S)" >>"$LOG"
 start=$(date +%s)
-.venv/bin/python -m pytest -m 'not gpu' -p no:cacheprovider tests/engine tests/integration -q -rfE >>"$LOG" 2>&1
+.venv/bin/python -m pytest -m 'not gpu' -p no:cacheprovider tests/engine tests/integration -q -rfE --durations=40 >>"$LOG" 2>&1
 rc=$?
 echo "# pytest rc=$rc, wall $(($(date +%s) - start)) s, ended $(date +%H:%M:%S)" >>"$LOG"
 exit $rc

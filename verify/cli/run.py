@@ -19,6 +19,7 @@ from verify import report as rep
 from verify.cli.common import (
     EXAMPLES,
     UsageError,
+    _count,
     _names,
     _positive_seconds,
     ensure_writable,
@@ -90,12 +91,6 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     )
     add_expectations(run)
     run.set_defaults(func=cmd_run)
-
-
-def _count(text: str) -> int:
-    if not text.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
-    return int(text)
 
 
 def add_prom(parser: argparse.ArgumentParser) -> None:

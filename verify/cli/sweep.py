@@ -11,11 +11,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from verify import report as rep
-from verify.cli.common import UsageError, _percent, _positive_seconds, _size, ensure_writable, job_topology
+from verify.cli.common import (
+    UsageError,
+    _count,
+    _percent,
+    _positive_seconds,
+    _size,
+    ensure_writable,
+    job_topology,
+)
 
 
 def _add_sweep(sub: argparse._SubParsersAction) -> None:
-    from verify.cluster.sweep import DEFAULT_SCALE_TOLERANCE_PCT, DEFAULT_TOLERANCE_PCT
+    from verify.cluster.sweep import DEFAULT_RETRIES, DEFAULT_SCALE_TOLERANCE_PCT, DEFAULT_TOLERANCE_PCT
     from verify.cluster.sweeprun import DEFAULT_SIZE, DEFAULT_TRIAL_TIMEOUT_S
 
     sweep = sub.add_parser(
@@ -25,7 +33,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
             "Run as one rank of a multi-node job, started like `verify run` (srun, or torchrun on every "
             "node). Times all-reduces over groups of nodes in a few rounds: all nodes, disjoint pairs, each "
             "node of a slow pair with good partners, then halves of a slow group (bisection). Names the slow "
-            "or hung node, the slow link between two nodes, or the cut between two halves. Exit 0 nothing "
+            "or hung node, the slow link between two nodes, or the cut between two halves; a slow figure is "
+            "timed again (--retries) before it counts. Exit 0 nothing "
             "found, 1 a node or link named, 2 usage error. Rank 0 prints the verdict, writes the JSON report."
         ),
     )
@@ -76,6 +85,15 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
         "reference, or a figure your fabric must reach",
     )
     sweep.add_argument(
+        "--retries",
+        type=_count,
+        default=DEFAULT_RETRIES,
+        metavar="N",
+        help="a group found slow is timed again up to N times and judged on its best figure, so a busy "
+        "moment on a healthy link is not named (a bad node or link is slow every time; a trial that fails "
+        f"or hangs is not timed again); 0 judges one timing (default {DEFAULT_RETRIES})",
+    )
+    sweep.add_argument(
         "--json", type=Path, default=Path("verify-sweep.json"), metavar="FILE", help="rank 0's JSON report"
     )
     sweep.set_defaults(func=cmd_sweep)
@@ -106,6 +124,7 @@ def cmd_sweep(args: argparse.Namespace, _modules: Sequence[str]) -> int:
         if args.scale_tolerance is not None
         else sweeprun.default_scale_tolerance(backend),
         min_busbw_GBps=args.min_busbw,
+        retries=args.retries,
     )
     started_at = dt.datetime.now(dt.UTC)
     start = time.monotonic()

@@ -30,7 +30,13 @@ from typing import Any
 from verify.cluster.distributed import CollectiveConfig, MiB, free_port, kill_group, read_rank, start_rank
 from verify.cluster.job import Topology
 from verify.cluster.jobrun import SLACK_S, Store, StoreUnreachable
-from verify.cluster.sweep import DEFAULT_SCALE_TOLERANCE_PCT, DEFAULT_TOLERANCE_PCT, Sweep, Trial
+from verify.cluster.sweep import (
+    DEFAULT_RETRIES,
+    DEFAULT_SCALE_TOLERANCE_PCT,
+    DEFAULT_TOLERANCE_PCT,
+    Sweep,
+    Trial,
+)
 
 __all__ = ["DEFAULT_SIZE", "DEFAULT_TRIAL_TIMEOUT_S", "StoreUnreachable", "SweepOptions", "run_sweep"]
 
@@ -46,6 +52,7 @@ class SweepOptions:
     tolerance_pct: float = DEFAULT_TOLERANCE_PCT
     scale_tolerance_pct: float = DEFAULT_SCALE_TOLERANCE_PCT
     min_busbw_GBps: float = 0.0
+    retries: int = DEFAULT_RETRIES
     slack_s: float = SLACK_S  # added to every wait between nodes; at most the trial timeout
 
     def __post_init__(self) -> None:
@@ -222,6 +229,7 @@ def _coordinate(store: Store, topo: Topology, opts: SweepOptions, say: Callable[
         tolerance_pct=opts.tolerance_pct,
         scale_tolerance_pct=opts.scale_tolerance_pct,
         min_busbw_GBps=opts.min_busbw_GBps,
+        retries=opts.retries,
     )
     sweep.dead.update(dict.fromkeys(missing, f"never joined the sweep within {opts.slack_s * 2:g} s"))
     say(
@@ -230,7 +238,7 @@ def _coordinate(store: Store, topo: Topology, opts: SweepOptions, say: Callable[
         + ("" if opts.scale_tolerance_pct < 100 else "; groups of 3+ nodes judged on hangs and errors only")
     )
     while (plan := sweep.next_round()) is not None:
-        round_no, started = sweep.round, time.monotonic()
+        round_no, started, again = sweep.round, time.monotonic(), sweep.retiming
         groups = [list(nodes) for _, nodes in plan]
         store.post(
             "sweep-round",
@@ -247,7 +255,8 @@ def _coordinate(store: Store, topo: Topology, opts: SweepOptions, say: Callable[
         trials = [_trial(round_no, phase, nodes, got) for phase, nodes in plan]
         waited = f"no answer within {opts.trial_timeout_s + 3 * opts.slack_s:g} s of round {round_no}"
         sweep.record(trials, dict.fromkeys(silent, f"{waited}: it died or hangs"))
-        say(f"round {round_no} ({plan[0][0]}): " + ", ".join(_line(sweep, t) for t in trials))
+        kind = f"{plan[0][0]}, slow before: timed again" if again else plan[0][0]
+        say(f"round {round_no} ({kind}): " + ", ".join(_line(sweep, t) for t in trials))
     exit_code = 1 if sweep.findings() else 0
     store.post("sweep-round", sweep.round + 1, {"done": True, "exit_code": exit_code})
     store.post("sweep-done", 0, {"exit_code": exit_code})
