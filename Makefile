@@ -1,5 +1,5 @@
 # pytorch-cuda: every target is a thin call into the project's Python CLIs (python -m images, verify).
-# `make` or `make help` lists them. Variables: TAG, FLAVOR, REGISTRY, CA_BUNDLE, VENV, PYTHON.
+# `make` or `make help` lists them. Variables: TAG, FLAVOR, PLATFORM, BASE_IMAGE, REGISTRY, CA_BUNDLE, VENV, PYTHON.
 #
 # The CLIs run in the project's venv (VENV, default .venv). A target that needs it sets it up when it is
 # missing or unfinished (scripts/setup_venv.sh: the project + its [build] extra, no torch; the stamp file
@@ -21,6 +21,8 @@ TOOLS   :=
 endif
 TAG     ?= v2.8
 FLAVOR  ?= runtime
+PLATFORM ?=
+BASE_IMAGE ?=
 REGISTRY ?=
 CA_BUNDLE ?=
 BUILD_ARGS ?=
@@ -36,6 +38,7 @@ help: ## list the targets
 	@echo "pytorch-cuda: build, run and verify GPU deep-learning images"
 	@echo
 	@echo "usage: make TARGET [TAG=v2.8] [FLAVOR=runtime|devel] [REGISTRY=ghcr.io/you] [CA_BUNDLE=file.pem] [VERIFY_ARGS=--quick]"
+	@echo "       make build TAG=v2.15 PLATFORM=linux/arm64 [BASE_IMAGE=an arm64 base]: arm64 under QEMU, tagged v2.15-arm64"
 	@echo "       the first target that needs it sets up $(VENV) (the build tools, no torch); make dev adds torch"
 	@echo "       make test|test-unit|test-network|test-engine|test-gpu [PYTEST_ARGS='-q -k name']"
 	@echo "tests: a plain pytest and test-unit leave out the tests marked network (PyPI) and gpu; test (CI) runs network"
@@ -82,7 +85,7 @@ lock-check: $(TOOLS) ## fail when a requirements.lock is stale (offline)
 
 .PHONY: build
 build: $(TOOLS) ## build pytorch-cuda:TAG (FLAVOR) with the Docker Engine API
-	$(IMAGES) build --tag $(TAG) --flavor $(FLAVOR) $(ca_flag) $(BUILD_ARGS)
+	$(IMAGES) build --tag $(TAG) --flavor $(FLAVOR) $(ca_flag) $(if $(PLATFORM),--platform $(PLATFORM)) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(BUILD_ARGS)
 
 .PHONY: verify
 verify: $(TOOLS) ## run `verify run` inside pytorch-cuda:TAG on the host's GPUs (GPUS=auto|all|none); report in reports/TAG/

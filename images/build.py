@@ -46,9 +46,9 @@ from images.dockerfile import (
     package_flavor,
     render_dockerfile,
 )
-from images.engine import EngineError, api_client, deps_ref, engine_errors, image_refs
+from images.engine import EngineError, api_client, deps_ref, engine_errors, image_refs, platform_suffix
 from images.lock import lock_problems
-from images.matrix import FLAVORS, IMAGE_NAME, ImageLine, Matrix, MatrixError, load_matrix
+from images.matrix import FLAVORS, IMAGE_NAME, PLATFORMS, ImageLine, Matrix, MatrixError, load_matrix
 from images.pipconfig import HostPipSettings, describe, resolve
 from images.progress import StreamOutcome, failure_report, follow_build, log_group, plain_output
 
@@ -73,6 +73,7 @@ class BuildRequest:
     uid: int = 1000
     gid: int = 1000
     extra_labels: dict[str, str] = field(default_factory=dict)
+    platform: str | None = None  # a Docker platform of the line (default: its first, linux/amd64)
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,7 @@ def build_image(
             f"--flavor: {request.flavor!r} is not built for {line.tag} (it has {', '.join(line.flavors)}); "
             f"fix: pick one of them"
         )
+    platform = check_platform(line, request.platform)
     dockerfile_file = check_dockerfile_current(line, request.flavor, root)
     stale_lock = lock_problems(line, request.flavor, root / "images")
     if stale_lock:  # the image would install another package set than its labels and manifest say
@@ -295,6 +297,7 @@ def build_image(
     # The context first: a bad --extra-ca-cert or --wheelhouse is reported before any engine work.
     build_context(inputs).close()
     client = client or api_client()
+    check_base_platform(client, request.base_image or line.base_image, platform)
 
     buildargs = {"UID": str(request.uid), "GID": str(request.gid)}
     labels = {
@@ -314,19 +317,20 @@ def build_image(
 
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{line.tag}-{request.flavor}-{stamp}.log"
-    local_deps = deps_ref(line, request.flavor)
+    log_path = log_dir / f"{line.tag}-{request.flavor}{platform_suffix(platform)}-{stamp}.log"
+    local_deps = deps_ref(line, request.flavor, platform=platform)
     lock = (dockerfile_file.parent / lock_name(package_flavor(line, request.flavor))).read_bytes()
     base_id = _image_id(client, request.base_image or line.base_image) or "missing"
-    short, full = image_refs(line, request.flavor)
+    short, full = image_refs(line, request.flavor, platform=platform)
     superseded = [i for i in (_image_id(client, ref) for ref in (short, full, local_deps)) if i]
-    phase1 = _Phase1(client, request, line, log_path, console, base_id)
+    phase1 = _Phase1(client, request, line, log_path, console, base_id, platform)
 
     temp_ref = f"{IMAGE_NAME}-build:{uuid.uuid4().hex[:12]}"
     started = dt.datetime.now()
     with log_path.open("w") as log:
         log.write(
-            f"# {IMAGE_NAME} {line.tag} {request.flavor}: {dockerfile}, build args {sorted(buildargs)}\n"
+            f"# {IMAGE_NAME} {line.tag} {request.flavor} ({platform}): {dockerfile}, build args "
+            f"{sorted(buildargs)}\n"
             + (
                 f"# venv installed in a builder stage and copied on (the build has {', '.join(isolated)})\n"
                 if isolated
@@ -335,7 +339,7 @@ def build_image(
         )
         if shares_runtime_deps(line, request.flavor):
             # devel = the runtime deps image + the toolchain: the venv is built and stored once for both
-            runtime_deps = deps_ref(line, "runtime")
+            runtime_deps = deps_ref(line, "runtime", platform=platform)
             if isolated:
                 runtime_name = f".build/{dockerfile_name('runtime')}.isolated"
                 runtime_text = render_dockerfile(line, "runtime", isolated_install=True)
@@ -376,7 +380,7 @@ def build_image(
         )
         outcome = _run_build(
             client, app_inputs, log, console, f"{line.tag} {request.flavor}",
-            tag=temp_ref, buildargs=app_args, labels=labels, nocache=request.no_cache,
+            tag=temp_ref, buildargs=app_args, labels=labels, nocache=request.no_cache, platform=platform,
         )  # fmt: skip
     seconds = (dt.datetime.now() - started).total_seconds()
 
@@ -405,6 +409,36 @@ def build_image(
 RUNTIME_DEPS_STAGE = "FROM runtime-deps AS deps"
 
 
+def check_platform(line: ImageLine, platform: str | None) -> str:
+    """The platform to build: the line's first by default; one the line is not locked for is refused."""
+    if platform is None:
+        return line.platforms[0]
+    if platform not in line.platforms:
+        raise MatrixError(
+            f"--platform: {line.tag} is built for {', '.join(line.platforms)}, not {platform!r}; fix: pick "
+            f"one of them, or add {platform} to platforms of {line.tag} in images/matrix.toml (only where "
+            "PyPI's torch wheels for it carry CUDA), then make lock"
+        )
+    return platform
+
+
+def check_base_platform(client: docker.APIClient, base: str, platform: str) -> None:
+    """A local base image of another architecture would make the engine try to pull (and fail, or worse,
+    build on the wrong one): say so before any work, with the way out."""
+    try:
+        info = client.inspect_image(base)
+    except APIError:
+        return  # not here: the engine pulls it for the platform (or missing_base_report says how)
+    have = f"{info.get('Os', 'linux')}/{info.get('Architecture', '?')}"
+    if have != platform:
+        raise BuildError(
+            f"error: the base image {base} on this engine is {have}, and one local tag holds one "
+            f"architecture; fix: give a {platform} base under its own name with --base-image REF "
+            f"(scripts/make_base_image.sh --arch {platform.rsplit('/', 1)[1]} REF trixie makes one without a "
+            "registry)"
+        )
+
+
 def shares_runtime_deps(line: ImageLine, flavor: str) -> bool:
     """A devel image that installs the runtime lock is built on the runtime deps image (see the template)."""
     return flavor != "runtime" and package_flavor(line, flavor) == "runtime"
@@ -430,6 +464,7 @@ class _Phase1:
     log_path: Path
     console: Console | None
     base_id: str
+    platform: str
 
     def ensure(
         self,
@@ -454,7 +489,7 @@ class _Phase1:
         outcome = _run_build(
             self.client, inputs, log, self.console, f"{self.line.tag} {ref.rsplit(':', 1)[1]} deps",
             tag=ref, target="deps", buildargs=buildargs, nocache=request.no_cache,
-            labels={DEPS_KEY_LABEL: key},
+            labels={DEPS_KEY_LABEL: key}, platform=self.platform,
         )  # fmt: skip
         if not outcome.ok:
             base = request.base_image or self.line.base_image
@@ -529,6 +564,7 @@ def _request_from_args(args: argparse.Namespace) -> BuildRequest:
         deps_image=args.deps_image,
         uid=args.uid,
         gid=args.gid,
+        platform=args.platform,
     )
 
 
@@ -593,6 +629,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     _add_common(build)
     build.add_argument("--base-image", help="override the line's base image (build arg BASE_IMAGE)")
+    build.add_argument(
+        "--platform", choices=PLATFORMS,
+        help="build for this Docker platform, one the line lists in images/matrix.toml (default: "
+        "linux/amd64; linux/arm64 runs under QEMU user emulation on an x86_64 host and is tagged TAG-arm64)",
+    )  # fmt: skip
     build.add_argument("--index-url", help="package index for pip (a mirror; may carry credentials)")
     build.add_argument("--extra-index-url", help="additional package index for pip")
     build.add_argument("--wheelhouse", metavar="DIR", help="folder of .whl files pip may install from")

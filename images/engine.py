@@ -18,7 +18,7 @@ import docker
 import requests
 from docker.errors import APIError, DockerException
 
-from images.matrix import IMAGE_NAME, ImageLine
+from images.matrix import IMAGE_NAME, PLATFORMS, ImageLine
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
@@ -153,11 +153,28 @@ def api_client(timeout: int = 3600) -> docker.APIClient:
     return client
 
 
-def deps_ref(line: ImageLine, flavor: str, repository: str = f"{IMAGE_NAME}-deps") -> str:
+def platform_suffix(platform: str | None) -> str:
+    """ "" for the first platform (linux/amd64), else "-arm64": one local tag holds one architecture, so an
+    image of another platform is tagged beside it (pytorch-cuda:v2.15-arm64)."""
+    if platform is None or platform == PLATFORMS[0]:
+        return ""
+    return "-" + platform.rsplit("/", 1)[1]
+
+
+def deps_ref(
+    line: ImageLine, flavor: str, repository: str = f"{IMAGE_NAME}-deps", platform: str | None = None
+) -> str:
     """The deps stage's own image (base, Python, user, venv), e.g. pytorch-cuda-deps:v2.8."""
-    return f"{repository}:{line.short_tag(flavor)}"
+    return f"{repository}:{line.short_tag(flavor)}{platform_suffix(platform)}"
 
 
-def image_refs(line: ImageLine, flavor: str, repository: str = IMAGE_NAME) -> tuple[str, str]:
-    """(short, full) references: pytorch-cuda:v2.8 and pytorch-cuda:2.8.0-cuda12.8-cudnn9-py3.13-runtime."""
-    return f"{repository}:{line.short_tag(flavor)}", f"{repository}:{line.full_tag(flavor)}"
+def image_refs(
+    line: ImageLine, flavor: str, repository: str = IMAGE_NAME, platform: str | None = None
+) -> tuple[str, str]:
+    """(short, full) references: pytorch-cuda:v2.8 and pytorch-cuda:2.8.0-cuda12.8-cudnn9-py3.13-runtime
+    (with -arm64 after each for linux/arm64)."""
+    suffix = platform_suffix(platform)
+    return (
+        f"{repository}:{line.short_tag(flavor)}{suffix}",
+        f"{repository}:{line.full_tag(flavor)}{suffix}",
+    )

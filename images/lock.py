@@ -5,8 +5,10 @@ pull in would otherwise be resolved anew by every build, so two builds a week ap
 `lock` resolves each line x flavor with pip's own resolver for the image's target (CPython X.Y, linux x86_64,
 manylinux up to glibc 2.41, wheels only) without installing anything (`pip install --dry-run --report`), and
 writes images/<tag>/requirements[-flavor].lock: every distribution `==` its version with the sha256 of the
-exact wheel. The build installs from the lock with `--require-hashes`, so a build installs those very
-files or stops. `lock --check` is offline: it fails when a lock is missing, was resolved from another
+exact wheel. A line built for more platforms (linux/arm64) is resolved again for each, held to the very
+versions of the first, and each entry lists every platform's wheel digest (pip and uv accept any listed
+one). The build installs from the lock with `--require-hashes`, so a build installs those very files or
+stops. `lock --check` is offline: it fails when a lock is missing, was resolved from another
 requirements file, or disagrees with requirements.txt or with the torch wheel pins.toml was read from.
 """
 
@@ -21,7 +23,8 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -37,8 +40,8 @@ from images.dockerfile import (
     requirements_name,
 )
 from images.files import write_atomically
-from images.matrix import ImageLine, Matrix, load_matrix
-from images.packages import GLIBC_MINOR_MAX, image_platforms
+from images.matrix import PLATFORMS, ImageLine, Matrix, load_matrix
+from images.packages import GLIBC_MINOR_MAX, MACHINES, image_platforms
 from images.wheelindex import index_url_default
 
 # The first pip whose `install --dry-run` takes --platform/--python-version/--abi without --target: pip 23.2
@@ -46,9 +49,11 @@ from images.wheelindex import index_url_default
 # issue 12215, fixed by pull request 12217 in 23.3). tests/unit/images/test_lock_pip.py runs both pips.
 MIN_PIP = Version("23.3")
 REQUIREMENTS_SHA_RE = re.compile(r"^# requirements sha256: ([0-9a-f]{64})$", re.MULTILINE)
+PLATFORMS_RE = re.compile(r"^# platforms: (.+)$", re.MULTILINE)
 ENTRY_RE = re.compile(
-    r"^([A-Za-z0-9._-]+(?:\[[A-Za-z0-9_,.-]+\])?)==(\S+) \\\n    --hash=sha256:([0-9a-f]{64})$"
+    r"^([A-Za-z0-9._-]+(?:\[[A-Za-z0-9_,.-]+\])?)==(\S+)((?: \\\n    --hash=sha256:[0-9a-f]{64})+)$"
 )
+HASH_RE = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 
 class LockError(RuntimeError):
@@ -57,11 +62,12 @@ class LockError(RuntimeError):
 
 @dataclass(frozen=True)
 class Locked:
-    """One distribution of the image: its name (with the extras asked for), version and wheel digest."""
+    """One distribution of the image: its name (with the extras asked for), version and the digest of its
+    wheel for each platform (one when the wheel is pure Python or the line has one platform)."""
 
     name: str
     version: str
-    sha256: str
+    hashes: tuple[str, ...]
     extras: tuple[str, ...] = ()
 
     @property
@@ -70,7 +76,9 @@ class Locked:
 
     def render(self) -> str:
         extras = f"[{','.join(self.extras)}]" if self.extras else ""
-        return f"{self.name}{extras}=={self.version} \\\n    --hash=sha256:{self.sha256}"
+        return f"{self.name}{extras}=={self.version}" + "".join(
+            f" \\\n    --hash=sha256:{digest}" for digest in self.hashes
+        )
 
 
 def pip_command(
@@ -80,8 +88,9 @@ def pip_command(
     index_url: str,
     cert: Path | None,
     constraints: Path | None = None,
+    machine: str = "x86_64",
 ) -> list[str]:
-    """The resolution for the image's target; run it with `pip_environment()`."""
+    """The resolution for the image's target on `machine`; run it with `pip_environment()`."""
     major, minor = python.split(".")
     command = [
         sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input",
@@ -89,7 +98,7 @@ def pip_command(
         "--python-version", python, "--implementation", "cp", "--abi", f"cp{major}{minor}",
         "--index-url", index_url, "--report", str(report), "-r", str(requirements),
     ]  # fmt: skip
-    for platform in image_platforms():
+    for platform in image_platforms(machine):
         command += ["--platform", platform]
     if cert is not None:
         command += ["--cert", str(cert)]
@@ -148,7 +157,7 @@ def parse_report(report: dict) -> list[Locked]:
         if not sha256 or not item["download_info"]["url"].endswith(".whl"):
             raise LockError(f"{meta['name']} {meta['version']}: pip reported no wheel with a sha256")
         extras = tuple(sorted(item.get("requested_extras") or ()))
-        entries.append(Locked(meta["name"], meta["version"], sha256, extras))
+        entries.append(Locked(meta["name"], meta["version"], (sha256,), extras))
     return sorted(entries, key=lambda e: e.key)
 
 
@@ -159,6 +168,7 @@ def resolve(
     index_url: str | None = None,
     cert: Path | None = None,
     constraints: str = "",
+    machine: str = "x86_64",
 ) -> list[Locked]:
     check_pip()
     with tempfile.TemporaryDirectory(prefix="pytorch-cuda-lock-") as tmp:
@@ -168,7 +178,7 @@ def resolve(
             constraints_file = Path(tmp) / "kept-pins.txt"
             constraints_file.write_text(constraints)
         command = pip_command(
-            requirements, python, report, index_url or index_url_default(), cert, constraints_file
+            requirements, python, report, index_url or index_url_default(), cert, constraints_file, machine
         )
         proc = subprocess.run(command, capture_output=True, text=True, check=False, env=pip_environment())
         if proc.returncode != 0 or not report.is_file():
@@ -180,24 +190,86 @@ def resolve(
             ]
             tail = "\n".join(f"  | {line}" for line in said[-15:])
             raise LockError(
-                f"pip could not resolve {requirements} for CPython {python} linux x86_64:\n{tail}\n"
+                f"pip could not resolve {requirements} for CPython {python} linux {machine}:\n{tail}\n"
                 "fix: change the pins in images/matrix.toml (then make dockerfiles), or pass "
                 "--index-url/--cert if the index is not reachable"
             )
         return parse_report(json.loads(report.read_text()))
 
 
+def same_versions(first: list[Locked], other: list[Locked], platform: str) -> list[Locked]:
+    """`first` with `other`'s wheel digests added: the same distributions at the same versions, else
+    LockError naming what differs (one version set for every platform keeps one lock, no markers)."""
+    theirs = {e.key: e for e in other}
+    differ = [
+        f"{e.name} {e.version} (on {platform}: {theirs[e.key].version if e.key in theirs else 'not needed'})"
+        for e in first
+        if theirs.get(e.key) is None or theirs[e.key].version != e.version
+    ]
+    only_there = sorted(set(theirs) - {e.key for e in first})
+    if differ or only_there:
+        raise LockError(
+            f"{platform} needs other distributions than {PLATFORMS[0]}: "
+            + "; ".join(differ + [f"{name} (only on {platform})" for name in only_there])
+            + f"; fix: pin versions that have wheels for both in images/matrix.toml, or remove {platform} "
+            "from the line's platforms"
+        )
+    return [replace(e, hashes=tuple(dict.fromkeys(e.hashes + theirs[e.key].hashes))) for e in first]
+
+
+def check_cuda(entries: list[Locked], torch: str, platform: str) -> None:
+    """A platform's torch must bring CUDA: PyPI's aarch64 torch before 2.11 requires no nvidia-* wheel."""
+    if not any(e.key.startswith("nvidia-") and e.key != "nvidia-ml-py" for e in entries):
+        raise LockError(
+            f"torch {torch} for {platform} requires no nvidia-* wheel: PyPI's build there is CPU-only "
+            f"(aarch64 wheels carry CUDA from torch 2.11); fix: remove {platform} from the line's platforms"
+        )
+
+
+def resolve_platforms(
+    line: ImageLine,
+    requirements: Path,
+    *,
+    index_url: str | None = None,
+    cert: Path | None = None,
+    constraints: str = "",
+    say: Callable[[str], None] = print,
+) -> list[Locked]:
+    """The lock's entries for every platform of the line: the first resolved freely (but for `constraints`,
+    the previous pins), each other held to exactly its versions."""
+    entries = resolve(requirements, line.python, index_url=index_url, cert=cert, constraints=constraints)
+    for platform in line.platforms[1:]:
+        say(f"{line.tag}: resolving {requirements.name} again for {platform}, at the same versions")
+        exact = "".join(f"{e.name}=={e.version}\n" for e in entries)
+        theirs = resolve(
+            requirements, line.python, index_url=index_url, cert=cert, constraints=exact,
+            machine=MACHINES[platform],
+        )  # fmt: skip
+        check_cuda(theirs, line.torch, platform)
+        entries = same_versions(entries, theirs, platform)
+    return entries
+
+
 def render_lock(line: ImageLine, flavor: str, requirements_text: str, entries: list[Locked]) -> str:
     digest = hashlib.sha256(requirements_text.encode()).hexdigest()
+    machines = ", ".join(MACHINES[p] for p in line.platforms)
     header = [
         f"# pytorch-cuda {line.tag} ({flavor}): GENERATED by `make lock` from {requirements_name(flavor)}; "
         "do not edit.",
-        f"# Every distribution of the image, resolved by pip for CPython {line.python}, linux x86_64 "
+        f"# Every distribution of the image, resolved by pip for CPython {line.python}, linux {machines} "
         f"(manylinux, glibc <= 2.{GLIBC_MINOR_MAX}), wheels only,",
-        "# each pinned to the sha256 of its wheel: the builder installs it with --require-hashes.",
+        "# each pinned to the sha256 of its wheel (one per platform where they differ): the builder installs "
+        "it with --require-hashes.",
+        f"# platforms: {' '.join(line.platforms)}",
         f"# requirements sha256: {digest}",
     ]
     return "\n".join(header + [e.render() for e in entries]) + "\n"
+
+
+def lock_platforms(text: str) -> tuple[str, ...]:
+    """The platforms a lock was resolved for (a lock from before the header: the first only)."""
+    match = PLATFORMS_RE.search(text)
+    return tuple(match.group(1).split()) if match else PLATFORMS[:1]
 
 
 def parse_lock(text: str, source: str) -> tuple[str | None, list[Locked]]:
@@ -209,9 +281,10 @@ def parse_lock(text: str, source: str) -> tuple[str | None, list[Locked]]:
         found = ENTRY_RE.match(chunk)
         if not found:
             raise LockError(f"{source}: not an `name==version --hash=sha256:...` entry: {chunk[:80]!r}")
-        spec, version, sha256 = found.groups()
+        spec, version, hashes = found.groups()
         name, _, extras = spec.partition("[")
-        entries.append(Locked(name, version, sha256, tuple(extras.rstrip("]").split(",")) if extras else ()))
+        digests = tuple(HASH_RE.findall(hashes))
+        entries.append(Locked(name, version, digests, tuple(extras.rstrip("]").split(",")) if extras else ()))
     return (match.group(1) if match else None), entries
 
 
@@ -226,13 +299,19 @@ def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list
         return [f"{repo_relative(requirements)}: missing (make dockerfiles writes it)"]
     if not lock.is_file():
         return [f"{where}: missing"]
+    text = lock.read_text()
     try:
-        recorded, entries = parse_lock(lock.read_text(), where)
+        recorded, entries = parse_lock(text, where)
     except LockError as exc:
         return [str(exc)]
     problems = []
     if recorded != hashlib.sha256(requirements.read_bytes()).hexdigest():
         problems.append(f"{where}: resolved from another {requirements.name} (it changed since)")
+    if lock_platforms(text) != line.platforms:
+        problems.append(
+            f"{where}: resolved for {' '.join(lock_platforms(text))}, the matrix builds "
+            f"{' '.join(line.platforms)}"
+        )
     locked = {e.key: e for e in entries}
     for raw in requirements.read_text().splitlines():
         if not raw.strip() or raw.startswith("#"):
@@ -252,9 +331,9 @@ def lock_problems(line: ImageLine, flavor: str, root: Path = IMAGES_DIR) -> list
     pins = line.pins
     if pins is not None:
         torch = locked.get("torch")
-        if torch is not None and pins.sha256 and torch.sha256 != pins.sha256:
+        if torch is not None and pins.sha256 and pins.sha256 not in torch.hashes:
             problems.append(
-                f"{where}: torch wheel sha256 {torch.sha256[:12]}..., pins.toml read {pins.wheel} "
+                f"{where}: torch wheel sha256 {torch.hashes[0][:12]}..., pins.toml read {pins.wheel} "
                 f"({pins.sha256[:12]}...)"
             )
         for name, version in sorted(pins.nvidia.items()):
@@ -310,8 +389,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
             kept = "" if args.upgrade else previous_pins(path, requirements.read_text())
             try:
                 try:
-                    entries = resolve(
-                        requirements, line.python, index_url=args.index_url, cert=cert, constraints=kept
+                    entries = resolve_platforms(
+                        line, requirements, index_url=args.index_url, cert=cert, constraints=kept
                     )
                 except LockError:
                     if not kept:
@@ -321,7 +400,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
                         "lock's; resolving everything anew",
                         file=sys.stderr,
                     )
-                    entries = resolve(requirements, line.python, index_url=args.index_url, cert=cert)
+                    entries = resolve_platforms(line, requirements, index_url=args.index_url, cert=cert)
             except LockError as exc:
                 print(f"error: {line.tag} ({flavor}): {exc}", file=sys.stderr)
                 return 1

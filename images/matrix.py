@@ -9,7 +9,7 @@ CONTRACT (other modules rely on these names; keep them stable):
     load_matrix(matrix_path=MATRIX_PATH, pins_path=PINS_PATH, *, require_pins=True) -> Matrix
     Matrix.lines: tuple[ImageLine, ...]; Matrix.tags; Matrix.jobs() -> (line, flavor) pairs
     Matrix.get(tag) -> ImageLine (UnknownTagError lists the known tags)
-    ImageLine.tag / torch / python / base_image / flavors / packages / pins
+    ImageLine.tag / torch / python / base_image / flavors / packages / pins / platforms
     ImageLine.short_tag(flavor) -> "v2.8" for runtime, "v2.8-devel" for devel
     ImageLine.full_tag(flavor) -> "2.8.0-cuda12.8-cudnn9-py3.13-runtime"
     ImageLine.labels(flavor) -> dict of OCI + org.pytorch-cuda.* labels carrying every pin
@@ -36,12 +36,15 @@ MATRIX_PATH = IMAGES_DIR / "matrix.toml"
 PINS_PATH = IMAGES_DIR / "pins.toml"
 IMAGE_NAME = "pytorch-cuda"
 FLAVORS = ("runtime", "devel")
+# The platforms an image can be built for; the first is the one every line has (pins.toml is read from its
+# torch wheel, CI's engine runs it). A line lists more where PyPI's torch wheels carry CUDA there too.
+PLATFORMS = ("linux/amd64", "linux/arm64")
 SOURCE_URL = "https://github.com/pytorch-cuda/pytorch-cuda"
 LICENSE = "BSD-3-Clause"
 MANIFEST_SCHEMA = 1
 
 # Keys a line (or [defaults]) may hold, and those every line must end up with after defaults apply.
-LINE_KEYS = ("torch", "python", "base_image", "flavors", "packages")
+LINE_KEYS = ("torch", "python", "base_image", "flavors", "packages", "platforms")
 REQUIRED_LINE_KEYS = ("torch", "python", "base_image", "flavors")
 TOP_KEYS = ("defaults", "lines")
 PIN_KEYS = ("torch", "wheel", "sha256", "cuda", "cudnn", "nccl", "requires_python", "triton", "nvidia")
@@ -110,6 +113,7 @@ class ImageLine:
     flavors: tuple[str, ...]  # subset of FLAVORS
     packages: dict[str, str]  # pinned packages on top: {"transformers": "4.56.2", ...}
     pins: Pins | None  # None only when loaded with require_pins=False (before the first `make pins`)
+    platforms: tuple[str, ...] = PLATFORMS[:1]  # Docker platforms, PLATFORMS[0] first
 
     # --- tags -------------------------------------------------------------------------------------------
     def short_tag(self, flavor: str) -> str:
@@ -257,6 +261,7 @@ def load_matrix(
                 flavors=tuple(spec["flavors"]),
                 packages=dict(spec["packages"]),
                 pins=pins,
+                platforms=tuple(spec.get("platforms", PLATFORMS[:1])),
             )
         )
     return Matrix(lines=tuple(lines), matrix_path=matrix_path, pins_path=pins_path)
@@ -390,8 +395,33 @@ def _validate_line(spec: dict[str, Any], where: str) -> None:
             )
     if len(set(flavors)) != len(flavors):
         raise MatrixError(f"{where}: flavors: {flavors!r} lists a flavor twice; fix: list each once")
+    _validate_platforms(spec.get("platforms", list(PLATFORMS[:1])), where)
     for name, pin in spec["packages"].items():
         _validate_package(name, pin, where)
+
+
+def _validate_platforms(platforms: Any, where: str) -> None:
+    if not isinstance(platforms, list) or not all(isinstance(p, str) for p in platforms) or not platforms:
+        both = ", ".join(f'"{p}"' for p in PLATFORMS)
+        raise MatrixError(
+            f"{where}: platforms: expected a list of Docker platforms, got {platforms!r}; "
+            f'fix: write platforms = ["{PLATFORMS[0]}"] or [{both}]'
+        )
+    for platform in platforms:
+        if platform not in PLATFORMS:
+            raise MatrixError(
+                f"{where}: platforms: unknown platform {platform!r}{_did_you_mean(platform, PLATFORMS)}; "
+                f"fix: use {' or '.join(PLATFORMS)}"
+            )
+    if len(set(platforms)) != len(platforms):
+        raise MatrixError(f"{where}: platforms: {platforms!r} lists a platform twice; fix: list each once")
+    if platforms[0] != PLATFORMS[0]:
+        raise MatrixError(
+            f"{where}: platforms: {platforms!r} must start with {PLATFORMS[0]!r} (the line's pins are read "
+            "from that torch wheel and CI builds it); fix: write platforms = ["
+            + ", ".join(f'"{p}"' for p in [PLATFORMS[0], *(p for p in platforms if p != PLATFORMS[0])])
+            + "]"
+        )
 
 
 def _validate_package(name: str, pin: Any, where: str) -> None:

@@ -23,18 +23,25 @@ from images.wheelindex import WheelFile, WheelIndex
 GLIBC_MINOR_MAX = 41
 
 
-def image_platforms() -> list[str]:
-    """The image's platform tags, newest first: every manylinux baseline its glibc (2.41) runs, then the
-    legacy aliases. Both this package check and pip's resolution for the locks (`--platform`, which takes
-    exact tags) use this one list."""
-    platforms = [f"manylinux_2_{m}_x86_64" for m in range(GLIBC_MINOR_MAX, 4, -1)]
-    return [*platforms, "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64", "linux_x86_64"]
+# Docker's platform -> the machine name in wheel tags and environment markers (platform_machine).
+MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 
 
-def supported_tags(python: str) -> set[Tag]:
-    """The wheel tags pip accepts for CPython `python` on linux x86_64 (glibc 2.41)."""
+def image_platforms(machine: str = "x86_64") -> list[str]:
+    """The image's wheel platform tags on `machine`, newest first: every manylinux baseline its glibc
+    (2.41) runs, then the legacy aliases (aarch64 has none before manylinux2014: the first baseline with
+    aarch64 is glibc 2.17). Both this package check and pip's resolution for the locks (`--platform`, which
+    takes exact tags) use this one list."""
+    first = 5 if machine == "x86_64" else 17
+    platforms = [f"manylinux_2_{m}_{machine}" for m in range(GLIBC_MINOR_MAX, first - 1, -1)]
+    legacy = ["manylinux2014", "manylinux2010", "manylinux1"] if machine == "x86_64" else ["manylinux2014"]
+    return [*platforms, *(f"{tag}_{machine}" for tag in legacy), f"linux_{machine}"]
+
+
+def supported_tags(python: str, machine: str = "x86_64") -> set[Tag]:
+    """The wheel tags pip accepts for CPython `python` on linux `machine` (glibc 2.41)."""
     major, minor = (int(p) for p in python.split("."))
-    platforms = image_platforms()
+    platforms = image_platforms(machine)
     tags = set(cpython_tags((major, minor), platforms=platforms))
     tags |= set(compatible_tags((major, minor), interpreter=f"cp{major}{minor}", platforms=platforms))
     return tags

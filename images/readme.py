@@ -26,6 +26,7 @@ COLUMNS = (
     "NCCL",
     "transformers",
     "flavors",
+    "platforms",
     "devel nvcc",
     "full tag",
 )
@@ -55,7 +56,9 @@ def render_section(matrix: Matrix) -> str:
         "and the full tags. CUDA, cuDNN and NCCL are the versions each torch wheel itself pins. The devel",
         "image adds nvcc: PyPI has a full one only for CUDA 13, so CUDA 12 lines take Debian's 12.4, which",
         "builds extensions for their 12.x runtime (minor-version compatibility) and knows GPUs up to sm_90;",
-        "newer ones run its sm_90 PTX, compiled by the driver when the extension loads.",
+        "newer ones run its sm_90 PTX, compiled by the driver when the extension loads. arm64 is locked",
+        "where PyPI's torch aarch64 wheels carry CUDA (2.11 on; 2.8 and 2.9 there are CPU-only); see",
+        '"arm64" below for what is built and tested of it today.',
         "This table is generated from `images/matrix.toml` and `images/pins.toml` by `make dockerfiles`;",
         "do not edit it by hand.",
         "",
@@ -73,6 +76,7 @@ def render_section(matrix: Matrix) -> str:
             pins.nccl,
             line.packages.get("transformers", "—"),
             ", ".join(line.flavors),
+            ", ".join(p.removeprefix("linux/") for p in line.platforms),
             devel_nvcc(line),
             " ".join(f"`{line.full_tag(f)}`" for f in line.flavors),
         )

@@ -20,6 +20,7 @@ from images.build import (
     DEPS_END,
     BuildRequest,
     app_dockerfile,
+    check_platform,
     deps_key,
     isolated_install_reasons,
     on_runtime_deps,
@@ -291,3 +292,30 @@ def test_a_cuda12_devel_build_starts_from_the_runtime_deps_image() -> None:
         on_runtime_deps(
             (REPO / DOCKERFILE).read_text(), "x"
         )  # a runtime Dockerfile has no runtime-deps stage
+
+
+def test_a_platform_the_line_is_not_locked_for_is_refused_before_any_engine_work() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "images", "build", "--tag", "v2.8", "--platform", "linux/arm64"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={"DOCKER_HOST": "unix:///nonexistent.sock", "PATH": ""},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--platform: v2.8 is built for linux/amd64, not 'linux/arm64'" in proc.stderr
+    assert "make lock" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_another_platform_is_tagged_beside_the_first() -> None:
+    from images.engine import deps_ref, image_refs
+    from images.matrix import load_matrix
+
+    line = load_matrix().get("v2.15")
+    assert (
+        check_platform(line, None) == "linux/amd64" and check_platform(line, "linux/arm64") == "linux/arm64"
+    )
+    short, full = image_refs(line, "runtime", platform="linux/arm64")
+    assert short == "pytorch-cuda:v2.15-arm64" and full.endswith("-py3.13-runtime-arm64")
+    assert image_refs(line, "runtime", platform="linux/amd64") == image_refs(line, "runtime")
+    assert deps_ref(line, "devel", platform="linux/arm64") == "pytorch-cuda-deps:v2.15-devel-arm64"

@@ -183,7 +183,7 @@ def test_the_lock_is_installed_by_its_own_uv_as_strictly_as_pip(matrix: Matrix) 
         install = re.search(r"python3 -m venv /opt/venv.*?pip check", text, re.DOTALL)
         assert install, "no venv install step"
         step = install.group(0)
-        assert "grep -A1 '^uv==' /tmp/build/requirements.lock > /tmp/build/installer.lock" in step
+        assert "sed -n '/^uv==/,/[^\\\\]$/p' /tmp/build/requirements.lock > /tmp/build/installer.lock" in step
         pip, uv = step.split("/opt/venv/bin/uv pip install")
         assert (
             "--require-hashes --only-binary=:all:" in pip and "--no-deps" in pip and "installer.lock" in pip
@@ -318,3 +318,25 @@ def test_devel_toolkit_follows_the_pins_and_names_missing_pins() -> None:
     no_pins = dataclasses.replace(_line({}), pins=None)
     with pytest.raises(MatrixError, match=r"\[v2.15\].*fix: make pins"):
         df.nvcc_source(no_pins)
+
+
+def test_the_installer_entry_is_cut_whole_from_a_lock_with_one_hash_per_platform(
+    matrix: Matrix, tmp_path: Path
+) -> None:
+    """The Dockerfile's own command, run by sh on a two-platform lock: the uv entry with both its hashes
+    (one hash alone would fail --require-hashes on the other platform), and nothing of the next entry."""
+    text = df.render_dockerfile(matrix.get("v2.8"), "runtime")
+    cut = re.search(r"sed -n '[^']+' /tmp/build/requirements.lock > /tmp/build/installer.lock", text)
+    assert cut, "no installer cut in the Dockerfile"
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(
+        "# platforms: linux/amd64 linux/arm64\n"
+        "urllib3==2.5.0 \\\n    --hash=sha256:" + "1" * 64 + "\n"
+        "uv==0.13.10 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64 + "\n"
+        "wcwidth==0.2.13 \\\n    --hash=sha256:" + "2" * 64 + "\n"
+    )
+    command = cut.group(0).replace("/tmp/build/", f"{tmp_path}/")
+    subprocess.run(["sh", "-c", command], check=True)
+    assert (tmp_path / "installer.lock").read_text() == (
+        "uv==0.13.10 \\\n    --hash=sha256:" + "a" * 64 + " \\\n    --hash=sha256:" + "b" * 64 + "\n"
+    )

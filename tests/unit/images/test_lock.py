@@ -17,13 +17,16 @@ from images.dockerfile import lock_name, requirements_name
 from images.lock import (
     Locked,
     LockError,
+    check_cuda,
     kept_pins,
+    lock_platforms,
     lock_problems,
     parse_lock,
     parse_report,
     pip_environment,
     render_lock,
     resolve,
+    same_versions,
 )
 from images.matrix import load_matrix
 from images.wheelindex import WheelIndex
@@ -59,7 +62,7 @@ def test_report_becomes_sorted_entries_with_extras() -> None:
     }
     entries = parse_report(report)
     assert [e.key for e in entries] == ["cuda-toolkit", "jinja2", "torch"]
-    assert entries[0] == Locked("cuda-toolkit", "13.2.2", SHA_B, ("cccl", "nvcc"))
+    assert entries[0] == Locked("cuda-toolkit", "13.2.2", (SHA_B,), ("cccl", "nvcc"))
 
 
 @pytest.mark.parametrize(
@@ -81,7 +84,10 @@ def test_an_unknown_report_version_is_refused() -> None:
 
 def test_lock_text_round_trips_and_names_its_requirements() -> None:
     line = load_matrix().get("v2.8")
-    entries = [Locked("cuda-toolkit", "13.2.2", SHA_B, ("cccl", "nvcc")), Locked("torch", "2.8.0", SHA_A)]
+    entries = [
+        Locked("cuda-toolkit", "13.2.2", (SHA_B,), ("cccl", "nvcc")),
+        Locked("torch", "2.8.0", (SHA_A,)),
+    ]
     text = render_lock(line, "runtime", "torch==2.8.0\n", entries)
     recorded, parsed = parse_lock(text, "x.lock")
     assert parsed == entries
@@ -181,7 +187,7 @@ def test_a_real_resolution_pins_the_digest_the_index_publishes(tmp_path: Path) -
     published = {
         w.sha256 for w in WheelIndex().files("packaging") if w.filename.startswith("packaging-25.0-")
     }
-    assert entries[0].sha256 in published
+    assert entries[0].hashes[0] in published
 
 
 @pytest.mark.network
@@ -195,7 +201,7 @@ def test_an_impossible_resolution_shows_pips_reason_and_the_fix(tmp_path: Path) 
 
 
 def test_a_relock_keeps_the_previous_pins_of_what_requirements_do_not_name() -> None:
-    previous = [Locked("idna", "3.10", "a" * 64), Locked("requests", "2.32.3", "b" * 64)]
+    previous = [Locked("idna", "3.10", ("a" * 64,)), Locked("requests", "2.32.3", ("b" * 64,))]
     kept = kept_pins(previous, "# generated\nrequests==2.32.4\n")
     assert kept == "idna==3.10\n"  # requests is named (its new pin rules); idna stays where it was
 
@@ -209,3 +215,46 @@ def test_kept_pins_hold_an_old_transitive_version_and_upgrade_moves_it(tmp_path:
     fresh = resolve(requirements, "3.13")
     assert {e.name: e.version for e in kept}["idna"] == "3.7"
     assert {e.name: e.version for e in fresh}["idna"] != "3.7"
+
+
+def test_a_two_platform_lock_round_trips_with_every_hash_and_its_platforms() -> None:
+    line = replace(load_matrix().get("v2.15"), platforms=("linux/amd64", "linux/arm64"))
+    entries = [Locked("numpy", "2.5.5", (SHA_A, SHA_B)), Locked("six", "1.17.0", (SHA_C,))]
+    text = render_lock(line, "runtime", "numpy\n", entries)
+    assert parse_lock(text, "x.lock")[1] == entries
+    assert lock_platforms(text) == ("linux/amd64", "linux/arm64")
+    assert "linux x86_64, aarch64" in text
+    assert f"numpy==2.5.5 \\\n    --hash=sha256:{SHA_A} \\\n    --hash=sha256:{SHA_B}\n" in text
+
+
+def test_a_second_platform_adds_its_hashes_at_the_same_versions_or_is_refused() -> None:
+    first = [Locked("numpy", "2.5.5", (SHA_A,)), Locked("six", "1.17.0", (SHA_C,))]
+    arm = [Locked("numpy", "2.5.5", (SHA_B,)), Locked("six", "1.17.0", (SHA_C,))]
+    merged = same_versions(first, arm, "linux/arm64")
+    assert merged == [Locked("numpy", "2.5.5", (SHA_A, SHA_B)), Locked("six", "1.17.0", (SHA_C,))]
+    with pytest.raises(LockError, match=r"numpy 2.5.5 \(on linux/arm64: 2.5.4\).*fix: pin versions"):
+        same_versions(first, [replace(arm[0], version="2.5.4"), arm[1]], "linux/arm64")
+    with pytest.raises(LockError, match=r"six 1.17.0 \(on linux/arm64: not needed\)"):
+        same_versions(first, arm[:1], "linux/arm64")
+    with pytest.raises(LockError, match=r"cffi \(only on linux/arm64\)"):
+        same_versions(first, [*arm, Locked("cffi", "2.0", (SHA_A,))], "linux/arm64")
+
+
+def test_a_platform_whose_torch_brings_no_cuda_is_refused_with_the_fix() -> None:
+    cpu_only = [Locked("torch", "2.9.1", (SHA_A,)), Locked("nvidia-ml-py", "13.580.82", (SHA_B,))]
+    with pytest.raises(
+        LockError, match=r"torch 2.9.1 for linux/arm64 requires no nvidia-\* wheel.*fix: remove"
+    ):
+        check_cuda(cpu_only, "2.9.1", "linux/arm64")
+    check_cuda([*cpu_only, Locked("nvidia-cuda-runtime", "13.2.86", (SHA_C,))], "2.15.0", "linux/arm64")
+
+
+def test_a_lock_resolved_for_other_platforms_than_the_matrix_is_stale(tmp_path: Path) -> None:
+    line = load_matrix().get("v2.8")
+    folder = tmp_path / line.tag
+    shutil.copytree(REPO / "images" / line.tag, folder)
+    assert lock_problems(line, "runtime", tmp_path) == []
+    two = replace(line, platforms=("linux/amd64", "linux/arm64"))
+    assert lock_problems(two, "runtime", tmp_path) == [
+        f"{folder / 'requirements.lock'}: resolved for linux/amd64, the matrix builds linux/amd64 linux/arm64"
+    ]

@@ -288,6 +288,34 @@ BAD = [
         ["v2.8", "flavors", "empty"],
     ),
     (
+        "unknown-platform",
+        replace(
+            MATRIX, '["runtime", "devel"]', '["runtime", "devel"]\nplatforms = ["linux/amd64", "linux/arm"]'
+        ),
+        PINS,
+        ["v2.8", "platforms", "'linux/arm'", "did you mean 'linux/arm64'"],
+    ),
+    (
+        "platforms-not-a-list",
+        replace(MATRIX, '["runtime", "devel"]', '["runtime", "devel"]\nplatforms = "linux/arm64"'),
+        PINS,
+        ["v2.8", "platforms", "'linux/arm64'", "expected a list", 'platforms = ["linux/amd64"]'],
+    ),
+    (
+        "platforms-without-amd64-first",
+        replace(MATRIX, '["runtime", "devel"]', '["runtime", "devel"]\nplatforms = ["linux/arm64"]'),
+        PINS,
+        ["v2.8", "platforms", "must start with 'linux/amd64'", 'platforms = ["linux/amd64", "linux/arm64"]'],
+    ),
+    (
+        "platform-twice",
+        replace(
+            MATRIX, '["runtime", "devel"]', '["runtime", "devel"]\nplatforms = ["linux/amd64", "linux/amd64"]'
+        ),
+        PINS,
+        ["v2.8", "platforms", "lists a platform twice"],
+    ),
+    (
         "bad-base-image",
         replace(MATRIX, '"debian:trixie-slim"', '"Debian:trixie slim"'),
         PINS,

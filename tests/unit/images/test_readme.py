@@ -29,7 +29,8 @@ def test_table_has_a_row_per_line_with_its_pins(tmp_path: Path) -> None:
     text = render_section(matrix)
     assert text.startswith("## The matrix\n")
     assert "`make dockerfiles`" in text
-    header = "| tag | torch | python | CUDA | cuDNN | NCCL | transformers | flavors | devel nvcc | full tag |"
+    header = "| tag | torch | python | CUDA | cuDNN | NCCL | transformers | flavors | platforms | devel nvcc "
+    header += "| full tag |"
     assert header in text
     row = next(r for r in text.splitlines() if r.startswith("| `v2.8`"))
     cells = [c.strip() for c in row.strip("|").split("|")]
@@ -43,6 +44,7 @@ def test_table_has_a_row_per_line_with_its_pins(tmp_path: Path) -> None:
         line.pins.nccl,
         line.packages["transformers"],
         "runtime, devel",
+        "amd64",
         "12.4 (Debian non-free); TORCH_CUDA_ARCH_LIST 7.5, 8.0, 8.6, 8.9, 9.0+PTX",  # CUDA 12: no nvcc wheel
         f"`{line.full_tag('runtime')}` `{line.full_tag('devel')}`",
     ]
