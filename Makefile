@@ -32,6 +32,7 @@ IMAGES  := $(TOOLS_PY) -m images
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || (command -v docker-compose >/dev/null 2>&1 && echo docker-compose))
 
 ca_flag = $(if $(CA_BUNDLE),--extra-ca-cert $(CA_BUNDLE),)
+platform_flags = $(if $(PLATFORM),--platform $(PLATFORM)) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE))
 
 .PHONY: help
 help: ## list the targets
@@ -85,16 +86,16 @@ lock-check: $(TOOLS) ## fail when a requirements.lock is stale (offline)
 
 .PHONY: build
 build: $(TOOLS) ## build pytorch-cuda:TAG (FLAVOR) with the Docker Engine API
-	$(IMAGES) build --tag $(TAG) --flavor $(FLAVOR) $(ca_flag) $(if $(PLATFORM),--platform $(PLATFORM)) $(if $(BASE_IMAGE),--base-image $(BASE_IMAGE)) $(BUILD_ARGS)
+	$(strip $(IMAGES) build --tag $(TAG) --flavor $(FLAVOR) $(ca_flag) $(platform_flags) $(BUILD_ARGS))
 
 .PHONY: verify
 verify: $(TOOLS) ## run `verify run` inside pytorch-cuda:TAG on the host's GPUs (GPUS=auto|all|none); report in reports/TAG/
 	$(IMAGES) verify --tag $(TAG) --flavor $(FLAVOR) $(if $(GPUS),--gpus $(GPUS),) $(if $(VERIFY_ARGS),-- $(VERIFY_ARGS),)
 
 .PHONY: push
-push: $(TOOLS) ## push the short and full tags of TAG to REGISTRY
+push: $(TOOLS) ## push the short and full tags of TAG to REGISTRY (MULTI_PLATFORM=1: every platform, one index)
 	@test -n "$(REGISTRY)" || { echo "error: REGISTRY is empty; fix: make push TAG=$(TAG) REGISTRY=ghcr.io/you"; exit 2; }
-	$(IMAGES) push --tag $(TAG) --flavor $(FLAVOR) --registry $(REGISTRY)
+	$(strip $(IMAGES) push --tag $(TAG) --flavor $(FLAVOR) --registry $(REGISTRY) $(if $(MULTI_PLATFORM),--multi-platform))
 
 # CPU=1: hosts without the NVIDIA Container Toolkit (naming the files leaves out compose.override.yaml's GPUs).
 compose_files = $(if $(filter 1 yes true,$(CPU)),-f compose.yaml -f compose.cpu.yaml,)

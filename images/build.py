@@ -661,6 +661,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     push = sub.add_parser("push", help="push the short and full tags of TAG to a registry")
     _add_common(push)
     push.add_argument("--registry", required=True, help="registry host[/namespace], e.g. ghcr.io/acme")
+    push.add_argument(
+        "--multi-platform",
+        action="store_true",
+        help="push every platform the line lists (each built with --platform) under TAG-amd64, TAG-arm64, "
+        "then one multi-platform index under the short and full tags (docker pull picks the puller's "
+        "platform)",
+    )
     push.set_defaults(func=registry.cmd_push)
 
     verify = sub.add_parser("verify", help="run `verify run` inside the built image; report in reports/TAG/")

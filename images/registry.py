@@ -18,7 +18,15 @@ from docker.errors import APIError, ImageNotFound
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-from images.engine import EngineError, api_client, deps_ref, engine_errors, explain_refusal, image_refs
+from images.engine import (
+    EngineError,
+    api_client,
+    deps_ref,
+    engine_errors,
+    explain_refusal,
+    image_refs,
+)
+from images.manifest_index import PlatformImage, RegistryIndexError, push_index
 from images.matrix import IMAGE_NAME, ImageLine, load_matrix
 
 
@@ -119,11 +127,60 @@ def push_deps(
         return _tag_and_push(client, local, remote, console)
 
 
+@dataclass(frozen=True)
+class MultiPlatform:
+    images: list[Pushed]  # one per platform, under its own tag (v2.15-amd64, v2.15-arm64)
+    index_refs: list[str]  # the short and full tags, each now the multi-platform index
+    index_digest: str
+
+
+def push_platforms(
+    line: ImageLine,
+    flavor: str,
+    registry: str,
+    console: Console | None = None,
+    client: docker.APIClient | None = None,
+) -> MultiPlatform:
+    """Push each platform's local image of the line under a tag of its own, then one index under the short
+    and full tags that `docker pull` resolves per platform. Every platform the line lists must be built."""
+    client = client or api_client()
+    images, pushed = [], []
+    for platform in line.platforms:
+        local, _ = image_refs(line, flavor, platform=platform)
+        arch = platform.rsplit("/", 1)[1]
+        remote, _ = image_refs(line, flavor, f"{registry}/{IMAGE_NAME}")
+        with engine_errors(f"the push of {local} to {registry}", registry):
+            try:
+                client.inspect_image(local)
+            except ImageNotFound:
+                raise EngineError(
+                    f"no local image {local} for {platform}; fix: make build TAG={line.tag} FLAVOR={flavor} "
+                    f"PLATFORM={platform} first (every platform of {line.tag} goes into the index)"
+                ) from None
+            done = _tag_and_push(client, local, f"{remote}-{arch}", console)
+        pushed.append(done)
+        images.append(PlatformImage(platform, done.digest))
+    short, full = image_refs(line, flavor)
+    tags = [short.rsplit(":", 1)[1], full.rsplit(":", 1)[1]]
+    try:
+        digest = push_index(registry, IMAGE_NAME, tags, images)
+    except (RegistryIndexError, OSError) as exc:
+        raise PushError(f"the multi-platform index of {line.tag}: {exc}") from None
+    return MultiPlatform(pushed, [f"{registry}/{IMAGE_NAME}:{t}" for t in tags], digest)
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     registry = args.registry.rstrip("/")
     try:
         line = load_matrix().get(args.tag)
+        if getattr(args, "multi_platform", False):
+            multi = push_platforms(line, args.flavor, registry, console)
+            for item in multi.images:
+                print(f"pushed {item.ref}@{item.digest}")
+            for ref in multi.index_refs:
+                print(f"pushed {ref}@{multi.index_digest} (index: {', '.join(line.platforms)})")
+            return 0
         pushed = push_line(line, args.flavor, registry, console)
         deps = push_deps(line, args.flavor, registry, console)
     except (EngineError, PushError) as exc:

@@ -4,7 +4,8 @@
 #   scripts/make_base_image.sh debian:trixie-slim trixie
 #   scripts/make_base_image.sh --arch arm64 pytorch-cuda-base:trixie-slim-arm64 trixie
 # debootstrap --variant=minbase (about 25 s; an arm64 root runs its second stage under QEMU user emulation,
-# a few minutes: needs qemu-user-static and binfmt-support), then `docker import` for linux/ARCH.
+# 7 min on 2 busy cores: needs qemu-user-static and binfmt-support), then `docker import` (for another
+# architecture: a build FROM scratch for linux/ARCH, which records it).
 # Skips if IMAGE already exists for that architecture.
 # The Dockerfiles still say `FROM debian:trixie-slim`, exactly as users with a registry run them; a local
 # image of another architecture takes another name and reaches the build as BASE_IMAGE (--base-image), since
@@ -44,5 +45,15 @@ trap 'rm -rf "$root"' EXIT
 debootstrap --arch "$arch" --variant=minbase "$suite" "$root" "$mirror" >/dev/null
 # Slim like the official -slim images: no apt lists or caches in the base layer.
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
-tar -C "$root" -c . | docker import --platform "linux/$arch" --change 'CMD ["bash"]' - "$image"
-echo "imported $image ($arch)"
+if [[ "$arch" == "$(dpkg --print-architecture)" ]]; then
+    tar -C "$root" -c . | docker import --change 'CMD ["bash"]' - "$image"
+else
+    # `docker import --platform` still records this host's architecture (Docker 28, classic store); a build
+    # for the platform FROM scratch records the right one.
+    context="$(mktemp -d)"
+    trap 'rm -rf "$root" "$context"' EXIT
+    tar -C "$root" -cf "$context/rootfs.tar" .
+    printf 'FROM scratch\nADD rootfs.tar /\nCMD ["bash"]\n' >"$context/Dockerfile"
+    docker build -q --platform "linux/$arch" -t "$image" "$context"
+fi
+echo "imported $image ($(docker image inspect -f '{{.Os}}/{{.Architecture}}' "$image"))"

@@ -204,7 +204,7 @@ def test_make_build_on_a_fresh_clone_sets_up_the_venv_first(tmp_path: Path) -> N
         ["make", "-n", "build", "PYTHON=python"], cwd=tmp_path, env=env, capture_output=True, text=True,
         check=False,
     )  # fmt: skip
-    assert given.stdout.splitlines() == ["python -m images build --tag v2.8 --flavor runtime  "]
+    assert given.stdout.splitlines() == ["python -m images build --tag v2.8 --flavor runtime"]
 
 
 def test_make_test_without_the_dev_tools_names_make_dev(tmp_path: Path) -> None:
