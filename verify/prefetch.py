@@ -6,7 +6,12 @@ server's imports took 11 s with the page cache dropped on a lent H100 (docs/gpu-
 POSIX_FADV_WILLNEED per file hands the kernel every range at once, so the disk works on many reads in
 parallel while the imports run. It
 only asks: nothing is read into this process, a file that cannot be opened is skipped, and the kernel may
-drop the hint under memory pressure. VERIFY_PREFETCH=0 turns it off.
+drop the hint under memory pressure.
+
+Off unless VERIFY_PREFETCH=1: timed on a lent H100 (docs/gpu-results.md, 2026-12-07 host 5), `--quick` with
+the page cache dropped took 22.9 and 26.0 s with it against 22.0 and 25.7 s without, and the gpu check, which
+runs while the read-ahead does, slowed from 6.3-8.3 s to 9.7-10.7 s. No gain there; kept to time on other
+disks (network storage, a slower local disk) where the imports may wait longer.
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ def advise(paths: list[Path], budget: int | None, workers: int = WORKERS) -> int
 
 def start(packages: list[str]) -> threading.Thread | None:
     """Ask for the packages' libraries in a daemon thread (the runner goes on at once); None when off."""
-    if os.environ.get("VERIFY_PREFETCH", "1") == "0" or not hasattr(os, "posix_fadvise") or not packages:
+    if os.environ.get("VERIFY_PREFETCH", "0") != "1" or not hasattr(os, "posix_fadvise") or not packages:
         return None
     available = available_bytes()
     budget = int(available * MAX_SHARE_OF_AVAILABLE) if available is not None else None

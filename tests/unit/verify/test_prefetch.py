@@ -94,7 +94,10 @@ def test_libraries_of_torch_include_the_cuda_wheels_beside_it_largest_first(
     ]
 
 
-def test_verify_prefetch_0_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prefetch_is_off_unless_verify_prefetch_is_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off by default: it gained nothing on a lent H100 and slowed the gpu check (prefetch.py says so)."""
+    monkeypatch.delenv("VERIFY_PREFETCH", raising=False)
+    assert prefetch.start(["torch"]) is None
     monkeypatch.setenv("VERIFY_PREFETCH", "0")
     assert prefetch.start(["torch"]) is None
     monkeypatch.setenv("VERIFY_PREFETCH", "1")
