@@ -1,18 +1,18 @@
 """An arm64 image built here under QEMU user emulation, through `make build PLATFORM=linux/arm64`'s code.
 
-A line built for linux/arm64 (matrix `platforms`) has a lock with each wheel's sha256 for both machines.
-The whole v2.15 venv is ~4 GB of CUDA wheels, longer to install under emulation than CI has, so this builds
-the real image of that line with its lock cut to three packages (uv, packaging, and setuptools, which the
-project stage builds the verify wheel with), each with both hashes: `images.build.build_image` with
-`platform="linux/arm64"` from the arm64 Debian base that .ci/run makes (scripts/make_base_image.sh --arch
-arm64), every stage of the committed Dockerfile (apt, the venv, the services, the project), and the index
-over plain HTTP (scripts/http_index_mirror.py: containers here reach PyPI only through the proxy's CA).
-pip installs the lock's uv entry cut out by the Dockerfile's own command: a cut that kept one hash fails on
-arm64, the first hash being x86_64's wheel. The image must be tagged v2.15-arm64, be arm64, run aarch64
-code (its Python, its uv: an x86_64 uv would still run on this host, natively), and its entrypoint must work.
-The same line built for amd64 then goes with it to the real registry as one multi-platform index
-(`push --multi-platform`), and pulling the index for each platform must give back that platform's image.
-These builds use the line's real tags (pytorch-cuda:v2.15, v2.15-arm64), and remove them at the end.
+A line built for linux/arm64 (matrix `platforms`) has a lock with each wheel's sha256 for both machines. The
+whole v2.15 venv is ~4 GB of CUDA wheels, longer to install under emulation than CI has, so this builds the
+real image of that line with its lock cut to seven small packages (KEPT), each with every platform's hash:
+`images.build.build_image` with `platform="linux/arm64"` from the arm64 Debian base that .ci/run makes
+(scripts/make_base_image.sh --arch arm64), every stage of the committed Dockerfile (apt, the venv, the
+services, the project), and the index over plain HTTP (scripts/http_index_mirror.py: containers here reach
+PyPI only through the proxy's CA). pip installs the lock's uv entry cut out by the Dockerfile's own command: a
+cut that kept one hash fails on arm64, the first hash being x86_64's wheel. The image must be tagged
+v2.15-arm64, be arm64, run aarch64 code (its Python, its uv: an x86_64 uv would still run on this host,
+natively), and its entrypoint must work. The same line built for amd64 then goes with it to the real registry
+as one multi-platform index (`push --multi-platform`), and pulling the index for each platform must give back
+that platform's image. These builds use the line's real tags (pytorch-cuda:v2.15, v2.15-arm64), and remove
+them at the end.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ import http_index_mirror  # noqa: E402
 pytestmark = pytest.mark.slow
 
 BASE = os.environ.get("ARM64_BASE_IMAGE", "pytorch-cuda-base:trixie-slim-arm64")
-KEPT = ("packaging", "setuptools", "uv")
+# uv and packaging (the probe below), setuptools (the project stage builds the verify wheel with it), rich
+# and what it needs (the verify CLI imports it): the lock's entries, in its order
+KEPT = ("markdown-it-py", "mdurl", "packaging", "pygments", "rich", "setuptools", "uv")
 # Run in the image: its machine, packaging's version, uv's version, and the machine uv's ELF is built for.
 PROBE = """
 import platform, subprocess, sys, packaging

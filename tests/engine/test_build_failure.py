@@ -54,7 +54,13 @@ def test_failed_build_leaves_no_tag_and_prints_the_failing_step(
     assert len(logs) == 1 and "needs Python 3.12" in logs[0].read_text()
 
     after = {t for image in docker_client.images.list() for t in image.tags}
-    # Only our names: other work on a shared engine may tag unrelated images meanwhile.
-    new_tags = {t for t in after - before if t.startswith(IMAGE_NAME)}
+    # Only the names this build could leave (its tags, its deps image, its temporary name): other work on a
+    # shared engine tags images meanwhile (a loaded run beside an arm64 build took that build's
+    # pytorch-cuda-deps:v2.15-arm64 for a leftover of this one).
+    new_tags = {
+        t
+        for t in after - before
+        if t.startswith(f"{IMAGE_NAME}-build:") or ":v0.1" in t or line.full_tag("runtime") in t
+    }
     assert not new_tags, f"a failed build left tags: {new_tags}"
     assert f"{IMAGE_NAME}:v0.1" not in after and f"{IMAGE_NAME}:{line.full_tag('runtime')}" not in after
