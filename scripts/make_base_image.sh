@@ -48,8 +48,8 @@ rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
 if [[ "$arch" == "$(dpkg --print-architecture)" ]]; then
     tar -C "$root" -c . | docker import --change 'CMD ["bash"]' - "$image"
 else
-    # `docker import --platform` still records this host's architecture (Docker 28, classic store); a build
-    # for the platform FROM scratch records the right one.
+    # `docker import --platform` still records this host's architecture (Docker Engine 20.10 here); a
+    # build for the platform FROM scratch records the right one.
     context="$(mktemp -d)"
     trap 'rm -rf "$root" "$context"' EXIT
     tar -C "$root" -cf "$context/rootfs.tar" .
