@@ -3,7 +3,9 @@
 # loop on every core and a cold engine build of another line beside them for the whole run. What a slow CI
 # day looks like; a test that only passes on an idle machine waits for a time instead of a condition.
 #   bash scripts/loaded_tests.sh [LOG]          (default LOG: build/loaded-tests-<time>.log)
-# Writes the pytest output and, per beside-build, one line with its result, then the wall time of the run.
+# Writes the pytest output (-v: each test's name and outcome as it ends, so a run stopped early still says
+# which failed; a background job ignores SIGINT, so pytest's own summary never comes then) and, per
+# beside-build, one line with its result, then the wall time of the run.
 # Needs what `.ci/run` sets up (dockerd, the base image, the dev venv); CA_BUNDLE as there.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +34,7 @@ pids+=($!)
 
 echo "# loaded run: $(nproc) busy loops + cold builds of $BESIDE_TAG beside; started $(date +%H:%M:%S)" >>"$LOG"
 start=$(date +%s)
-.venv/bin/python -m pytest -m 'not gpu' -p no:cacheprovider tests/engine tests/integration -q -rfE --durations=40 >>"$LOG" 2>&1
+.venv/bin/python -m pytest -m 'not gpu' -p no:cacheprovider tests/engine tests/integration -v -rfE --durations=40 >>"$LOG" 2>&1
 rc=$?
 echo "# pytest rc=$rc, wall $(($(date +%s) - start)) s, ended $(date +%H:%M:%S)" >>"$LOG"
 exit $rc
