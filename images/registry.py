@@ -87,14 +87,17 @@ def push_line(
         image_refs(line, flavor), image_refs(line, flavor, f"{registry}/{IMAGE_NAME}"), strict=True
     ):
         with engine_errors(f"the push of {local} to {registry}", registry):
-            try:
-                client.inspect_image(local)
-            except ImageNotFound:
-                raise EngineError(
-                    f"no local image {local}; fix: make build TAG={tag} FLAVOR={flavor} first"
-                ) from None
+            _require_local(client, local, f"make build TAG={tag} FLAVOR={flavor} first")
             pushed.append(_tag_and_push(client, local, remote, console))
     return pushed
+
+
+def _require_local(client: docker.APIClient, local: str, fix: str) -> None:
+    """EngineError naming the missing local image and how to build it."""
+    try:
+        client.inspect_image(local)
+    except ImageNotFound:
+        raise EngineError(f"no local image {local}; fix: {fix}") from None
 
 
 def _tag_and_push(client: docker.APIClient, local: str, remote: str, console: Console | None) -> Pushed:
@@ -144,22 +147,19 @@ def push_platforms(
     """Push each platform's local image of the line under a tag of its own, then one index under the short
     and full tags that `docker pull` resolves per platform. Every platform the line lists must be built."""
     client = client or api_client()
-    images, pushed = [], []
+    pushed = []
+    remote, _ = image_refs(line, flavor, f"{registry}/{IMAGE_NAME}")
     for platform in line.platforms:
         local, _ = image_refs(line, flavor, platform=platform)
-        arch = platform.rsplit("/", 1)[1]
-        remote, _ = image_refs(line, flavor, f"{registry}/{IMAGE_NAME}")
         with engine_errors(f"the push of {local} to {registry}", registry):
-            try:
-                client.inspect_image(local)
-            except ImageNotFound:
-                raise EngineError(
-                    f"no local image {local} for {platform}; fix: make build TAG={line.tag} FLAVOR={flavor} "
-                    f"PLATFORM={platform} first (every platform of {line.tag} goes into the index)"
-                ) from None
-            done = _tag_and_push(client, local, f"{remote}-{arch}", console)
-        pushed.append(done)
-        images.append(PlatformImage(platform, done.digest))
+            _require_local(
+                client,
+                local,
+                f"make build TAG={line.tag} FLAVOR={flavor} PLATFORM={platform} first (every platform of "
+                f"{line.tag} goes into the index)",
+            )
+            pushed.append(_tag_and_push(client, local, f"{remote}-{platform.rsplit('/', 1)[1]}", console))
+    images = [PlatformImage(platform, p.digest) for platform, p in zip(line.platforms, pushed, strict=True)]
     short, full = image_refs(line, flavor)
     tags = [short.rsplit(":", 1)[1], full.rsplit(":", 1)[1]]
     try:

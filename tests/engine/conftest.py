@@ -18,6 +18,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ from images.matrix import ImageLine, load_matrix
 from images.pipconfig import HostPipSettings
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+import http_index_mirror  # noqa: E402
+
 STATE_DIR = REPO / "build" / "engine-test"
 HOST_CA_BUNDLE = Path(os.environ.get("CA_BUNDLE") or "/etc/ssl/certs/ca-certificates.crt")
 LOCAL_CA_DIR = Path("/usr/local/share/ca-certificates")  # where a proxy's private CA is installed
@@ -213,3 +217,13 @@ def local_registry(
         proc.kill()
     log.close()
     shutil.rmtree(root / "data", ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def mirror_url(docker_client: docker.DockerClient) -> Iterator[str]:
+    """PyPI over plain HTTP at the bridge gateway (scripts/http_index_mirror.py): how a build here reaches the
+    index with no CA, as a site's own mirror would be reached."""
+    gateway = docker_client.api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
+    server = http_index_mirror.start(port=0)
+    yield f"http://{gateway}:{server.server_address[1]}/simple"
+    server.shutdown()

@@ -21,7 +21,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +37,6 @@ from images.matrix import ImageLine, load_matrix
 from images.registry import push_platforms
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-import http_index_mirror  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -67,14 +64,6 @@ def arm64_base(docker_client: docker.DockerClient) -> str:
         pytest.skip(f"no {BASE}: scripts/make_base_image.sh --arch arm64 {BASE} trixie makes it")
     assert arch == "arm64", f"{BASE} is {arch}, not arm64"
     return BASE
-
-
-@pytest.fixture(scope="module")
-def mirror_url(docker_client: docker.DockerClient) -> Iterator[str]:
-    gateway = docker_client.api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
-    server = http_index_mirror.start(port=0)
-    yield f"http://{gateway}:{server.server_address[1]}/simple"
-    server.shutdown()
 
 
 def reduced_root(root: Path, line: ImageLine) -> dict[str, str]:

@@ -12,9 +12,7 @@ build folder or cache behind, and stop on a wheel whose sha256 is not the locked
 from __future__ import annotations
 
 import shutil
-import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -24,20 +22,10 @@ from images.lock import parse_lock
 from images.matrix import ImageLine
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "scripts"))
-import http_index_mirror  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 SMALL = "packaging"
-
-
-@pytest.fixture(scope="module")
-def mirror_url(docker_client: docker.DockerClient) -> Iterator[str]:
-    gateway = docker_client.api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"]
-    server = http_index_mirror.start(port=0)
-    yield f"http://{gateway}:{server.server_address[1]}/simple"
-    server.shutdown()
 
 
 def small_context(tmp_path: Path, line: ImageLine, *, spoil_hash: bool = False) -> Path:
